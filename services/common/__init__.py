@@ -1,0 +1,1 @@
+"""Shared building blocks every service uses: config, logging, metrics, gRPC bootstrap, Kafka."""

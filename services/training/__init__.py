@@ -1,0 +1,1 @@
+"""Offline jobs: datasets, the shared feature definition, models, evaluation, registry, batch inference."""
