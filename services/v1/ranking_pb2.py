@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import features_pb2 as recsys_dot_v1_dot_features__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/ranking.proto\x12\trecsys.v1\x1a\x18recsys/v1/features.proto\"\x9e\x02\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12/\n\ruser_features\x18\x03 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\x12/\n\ritem_features\x18\x04 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\x12\x34\n\x07\x63ontext\x18\x05 \x03(\x0b\x32#.recsys.v1.RankRequest.ContextEntry\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"M\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.recsys.v1.ModelInfo2\x94\x01\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.recsys.v1.RankRequest\x1a\x17.recsys.v1.RankResponse\x12I\n\nListModels\x12\x1c.recsys.v1.ListModelsRequest\x1a\x1d.recsys.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17recsys/v1/ranking.proto\x12\trecsys.v1\x1a\x18recsys/v1/features.proto\"\xb8\x02\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12/\n\ruser_features\x18\x03 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\x12/\n\ritem_features\x18\x04 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\x12\x34\n\x07\x63ontext\x18\x05 \x03(\x0b\x32#.recsys.v1.RankRequest.ContextEntry\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x18\n\x10retrieval_scores\x18\x08 \x03(\x02\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0cRankResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"M\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.recsys.v1.ModelInfo2\x94\x01\n\x0eRankingService\x12\x37\n\x04Rank\x12\x16.recsys.v1.RankRequest\x1a\x17.recsys.v1.RankResponse\x12I\n\nListModels\x12\x1c.recsys.v1.ListModelsRequest\x1a\x1d.recsys.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_RANKREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_RANKREQUEST']._serialized_start=65
-  _globals['_RANKREQUEST']._serialized_end=351
-  _globals['_RANKREQUEST_CONTEXTENTRY']._serialized_start=305
-  _globals['_RANKREQUEST_CONTEXTENTRY']._serialized_end=351
-  _globals['_RANKRESPONSE']._serialized_start=353
-  _globals['_RANKRESPONSE']._serialized_end=421
-  _globals['_LISTMODELSREQUEST']._serialized_start=423
-  _globals['_LISTMODELSREQUEST']._serialized_end=442
-  _globals['_MODELINFO']._serialized_start=444
-  _globals['_MODELINFO']._serialized_end=521
-  _globals['_LISTMODELSRESPONSE']._serialized_start=523
-  _globals['_LISTMODELSRESPONSE']._serialized_end=581
-  _globals['_RANKINGSERVICE']._serialized_start=584
-  _globals['_RANKINGSERVICE']._serialized_end=732
+  _globals['_RANKREQUEST']._serialized_end=377
+  _globals['_RANKREQUEST_CONTEXTENTRY']._serialized_start=331
+  _globals['_RANKREQUEST_CONTEXTENTRY']._serialized_end=377
+  _globals['_RANKRESPONSE']._serialized_start=379
+  _globals['_RANKRESPONSE']._serialized_end=447
+  _globals['_LISTMODELSREQUEST']._serialized_start=449
+  _globals['_LISTMODELSREQUEST']._serialized_end=468
+  _globals['_MODELINFO']._serialized_start=470
+  _globals['_MODELINFO']._serialized_end=547
+  _globals['_LISTMODELSRESPONSE']._serialized_start=549
+  _globals['_LISTMODELSRESPONSE']._serialized_end=607
+  _globals['_RANKINGSERVICE']._serialized_start=610
+  _globals['_RANKINGSERVICE']._serialized_end=758
 # @@protoc_insertion_point(module_scope)

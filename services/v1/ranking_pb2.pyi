@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "item_ids", "user_features", "item_features", "context", "model", "model_version")
+    __slots__ = ("user_id", "item_ids", "user_features", "item_features", "context", "model", "model_version", "retrieval_scores")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,7 @@ class RankRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_SCORES_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     item_ids: _containers.RepeatedScalarFieldContainer[str]
     user_features: _features_pb2.FeatureMatrix
@@ -30,7 +31,8 @@ class RankRequest(_message.Message):
     context: _containers.ScalarMap[str, str]
     model: str
     model_version: str
-    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., user_features: _Optional[_Union[_features_pb2.FeatureMatrix, _Mapping]] = ..., item_features: _Optional[_Union[_features_pb2.FeatureMatrix, _Mapping]] = ..., context: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    retrieval_scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, user_id: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., user_features: _Optional[_Union[_features_pb2.FeatureMatrix, _Mapping]] = ..., item_features: _Optional[_Union[_features_pb2.FeatureMatrix, _Mapping]] = ..., context: _Optional[_Mapping[str, str]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., retrieval_scores: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RankResponse(_message.Message):
     __slots__ = ("scores", "model", "model_version")

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+
+from recsys.common.errors import CliError
 
 ID_DTYPE = "string[pyarrow]"
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+ITEM_COLUMNS = ("item_id", "title", "genres")
 
 
 @dataclass
@@ -42,3 +47,70 @@ class Dataset:
     def genres(self) -> list[str]:
         """Sorted distinct genres over the catalogue."""
         return sorted({g for gs in self.items["genres"] for g in gs})
+
+
+class DataError(CliError):
+    """A dataset file or frame breaks the contract; the message names the file, line and column."""
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow table -> DataFrame with every string column as `string[pyarrow]` (lists stay numpy arrays)."""
+    mapping = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def genre_lists(values) -> list[list[str]]:
+    """Any column of genre sequences (lists, numpy arrays, None) -> Python lists of str."""
+    return [[str(g) for g in v] if v is not None and not _is_na(v) else [] for v in values]
+
+
+def _is_na(value) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+def validate(ds: Dataset) -> None:
+    """Raise `DataError` naming the first way `ds` breaks the column contract in this module's docstring."""
+    inter, items, users = ds.interactions, ds.items, ds.users
+    where = f"dataset {ds.name!r}"
+    if len(inter) == 0:
+        raise DataError(f"{where}: no interactions")
+    for frame, label, columns in (
+        (inter, "interactions", INTERACTION_COLUMNS),
+        (items, "items", ITEM_COLUMNS),
+        (users, "users", ("user_id",)),
+    ):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"{where}: {label} lacks column(s) {', '.join(missing)}")
+    expected = {
+        ("interactions", "user_id"): ID_DTYPE,
+        ("interactions", "item_id"): ID_DTYPE,
+        ("interactions", "rating"): "float32",
+        ("interactions", "timestamp"): "int64",
+        ("items", "item_id"): ID_DTYPE,
+        ("items", "title"): ID_DTYPE,
+        ("users", "user_id"): ID_DTYPE,
+    }
+    frames = {"interactions": inter, "items": items, "users": users}
+    for (label, column), dtype in expected.items():
+        actual = frames[label][column].dtype
+        if actual != dtype:
+            raise DataError(f"{where}: {label}.{column} has dtype {actual}, expected {dtype}")
+    for label, column in (("interactions", "user_id"), ("interactions", "item_id"), ("items", "item_id"),
+                          ("users", "user_id")):
+        if frames[label][column].isna().any():
+            raise DataError(f"{where}: {label}.{column} has missing values")
+    if not inter["timestamp"].is_monotonic_increasing:
+        raise DataError(f"{where}: interactions are not sorted by timestamp")
+    for frame, label, column in ((items, "items", "item_id"), (users, "users", "user_id")):
+        dup = frame[column].duplicated()
+        if dup.any():
+            raise DataError(f"{where}: {label}.{column} repeats {frame[column][dup].iloc[0]!r}")
+    if not all(isinstance(g, list) for g in items["genres"]):
+        raise DataError(f"{where}: items.genres must hold Python lists of str")
+    for label, column, catalogue in (("items", "item_id", items), ("users", "user_id", users)):
+        unknown = ~inter[column].isin(catalogue[column])
+        if unknown.any():
+            raise DataError(
+                f"{where}: interactions refer to {column} {inter[column][unknown].iloc[0]!r} absent from {label}"
+            )

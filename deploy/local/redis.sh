@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# A throw-away Redis on loopback (no persistence, no systemd), for Feast's Redis online store and tests.
+#
+#   deploy/local/redis.sh install|start|stop|status [--port N] [--state-dir DIR]
+#
+# Environment (flags win):
+#   REDIS_PORT             port                                   (default 6390, not the system 6379)
+#   REDIS_STATE_DIR        pidfile, log and working dir           (default <repo>/var/redis)
+#   REDIS_READY_TIMEOUT_S  seconds `start` waits for PING         (default 10)
+#
+# `install` runs apt-get only when redis-server is missing. `start` daemonizes redis-server with a pidfile
+# and returns when it answers PING. `stop` signals only the PID in the pidfile (TERM, wait, KILL).
+# `status` exits 0 when running, 3 when not.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+
+PORT="${REDIS_PORT:-6390}"
+STATE_DIR="${REDIS_STATE_DIR:-$REPO/var/redis}"
+READY_TIMEOUT_S="${REDIS_READY_TIMEOUT_S:-10}"
+STOP_TIMEOUT_S=10
+
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+[[ $# -ge 1 ]] || usage
+CMD="$1"; shift
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --port) PORT="$2"; shift 2 ;;
+    --state-dir) STATE_DIR="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "redis.sh: unknown argument $1" >&2; usage ;;
+  esac
+done
+
+STATE_DIR="$(realpath -m "$STATE_DIR")"
+PIDFILE="$STATE_DIR/redis.pid"
+LOGFILE="$STATE_DIR/redis.log"
+
+alive() { [[ -e "/proc/$1" ]] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
+
+# The PID in the pidfile, if that process is alive and is a redis-server.
+running_pid() {
+  [[ -f "$PIDFILE" ]] || return 1
+  local pid
+  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null || [[ "$(cat "/proc/$pid/comm")" == redis-server* ]] \
+    || return 1
+  echo "$pid"
+}
+
+ping_ok() { [[ "$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" == "PONG" ]]; }
+
+cmd_install() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+  local sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "redis.sh: installing redis-server with apt-get" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+}
+
+cmd_start() {
+  local pid
+  mkdir -p "$STATE_DIR"
+  if pid="$(running_pid)"; then
+    echo "redis: already running (pid $pid, 127.0.0.1:$PORT)"
+    return 0
+  fi
+  rm -f "$PIDFILE"
+  cmd_install
+  local started=$SECONDS
+  # The pidfile is written by redis itself once daemonized.
+  redis-server --bind 127.0.0.1 --port "$PORT" --protected-mode yes --daemonize yes \
+    --pidfile "$PIDFILE" --logfile "$LOGFILE" --dir "$STATE_DIR" --save "" --appendonly no \
+    || { echo "redis: redis-server failed to start:" >&2; tail -n 20 "$LOGFILE" >&2 || true; exit 1; }
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if pid="$(running_pid)" && ping_ok; then
+      echo "redis: ready on 127.0.0.1:$PORT (pid $pid, $((SECONDS - started)) s)"
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "redis: no PONG within ${READY_TIMEOUT_S} s; last lines of $LOGFILE:" >&2
+  tail -n 20 "$LOGFILE" >&2 || true
+  cmd_stop >&2 || true
+  exit 1
+}
+
+cmd_stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    rm -f "$PIDFILE"
+    echo "redis: not running"
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + STOP_TIMEOUT_S))
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
+  if alive "$pid"; then
+    echo "redis: pid $pid did not stop within ${STOP_TIMEOUT_S} s; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.05; done
+  fi
+  rm -f "$PIDFILE"
+  echo "redis: stopped (pid $pid)"
+}
+
+cmd_status() {
+  local pid
+  if pid="$(running_pid)"; then
+    echo "redis: running (pid $pid, state $STATE_DIR)"
+  else
+    echo "redis: not running (state $STATE_DIR)"
+    return 3
+  fi
+}
+
+case "$CMD" in
+  install) cmd_install ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  *) usage ;;
+esac

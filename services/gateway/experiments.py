@@ -1,0 +1,78 @@
+"""Deterministic hash-based assignment of users to experiment variants."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from recsys.common.config import ConfigError
+
+RANKERS = ("lightgbm", "dcn")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the experiment: which ranker / model version / retrieval size it serves."""
+
+    name: str
+    share: float
+    ranker: str = "lightgbm"
+    model_version: str = ""
+    retrieval_k: int = 0  # 0 = the gateway default
+
+
+DEFAULT_EXPERIMENT = {
+    "salt": "recsys-ab-1",
+    "variants": [
+        {"name": "control", "share": 0.5, "ranker": "lightgbm"},
+        {"name": "dcn", "share": 0.5, "ranker": "dcn"},
+    ],
+}
+
+
+class Experiment:
+    """Assigns a user to a variant by hashing (salt, user_id) onto [0, 1) and walking cumulative shares."""
+
+    def __init__(self, variants: list[Variant], salt: str) -> None:
+        if not variants:
+            raise ConfigError("experiment needs at least one variant")
+        total = sum(v.share for v in variants)
+        if any(v.share < 0 for v in variants) or abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"variant shares must be non-negative and sum to 1 (got {total})")
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names):
+            raise ConfigError("variant names must be unique")
+        for v in variants:
+            if v.ranker not in RANKERS:
+                raise ConfigError(f"variant {v.name}: unknown ranker {v.ranker!r} (one of {', '.join(RANKERS)})")
+        self.variants = variants
+        self.salt = salt
+        self._bounds = []
+        acc = 0.0
+        for v in variants:
+            acc += v.share
+            self._bounds.append(acc)
+
+    @property
+    def control(self) -> Variant:
+        return self.variants[0]
+
+    def assign(self, user_id: str) -> Variant:
+        """The variant of user_id: the same user always gets the same variant for a given salt."""
+        digest = hashlib.sha256(f"{self.salt}:{user_id}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64
+        for variant, bound in zip(self.variants, self._bounds, strict=True):
+            if point < bound:
+                return variant
+        return self.variants[-1]
+
+    @classmethod
+    def from_json(cls, text: str) -> Experiment:
+        """Parse the RECSYS_EXPERIMENTS document (empty = the default two-arm experiment)."""
+        try:
+            doc = json.loads(text) if text.strip() else DEFAULT_EXPERIMENT
+            variants = [Variant(**v) for v in doc["variants"]]
+            return cls(variants, str(doc.get("salt", "recsys")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"RECSYS_EXPERIMENTS is not a valid experiment: {exc}") from exc

@@ -1,0 +1,78 @@
+"""Stubs of the services the gateway calls, and a helper to run a hop with a deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from recsys.common.clients import insecure_channel
+from recsys.v1 import (
+    candidates_pb2_grpc,
+    features_pb2_grpc,
+    ranking_pb2_grpc,
+    recommend_pb2,
+)
+
+
+@dataclass
+class HopResult:
+    """What one hop returned (or why it did not) and how long it took."""
+
+    name: str
+    value: Any = None
+    status: str = "ok"
+    ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def timing(self) -> recommend_pb2.HopTiming:
+        return recommend_pb2.HopTiming(hop=self.name, ms=self.ms, status=self.status)
+
+
+@dataclass
+class PendingHop:
+    """A hop started asynchronously; `result()` waits for it within its own timeout."""
+
+    name: str
+    future: Any
+    started: float = field(default_factory=time.perf_counter)
+
+    def result(self) -> HopResult:
+        try:
+            value = self.future.result()
+            return HopResult(self.name, value, "ok", (time.perf_counter() - self.started) * 1000)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            return HopResult(self.name, None, code.name, (time.perf_counter() - self.started) * 1000)
+
+
+def start_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> PendingHop | HopResult:
+    """Call method.future(...) with the timeout, or report 'skipped' when no budget is left."""
+    if timeout_s <= 0.0005:
+        return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
+    return PendingHop(name, method.future(request, timeout=timeout_s, metadata=metadata))
+
+
+def finish(hop: PendingHop | HopResult) -> HopResult:
+    return hop if isinstance(hop, HopResult) else hop.result()
+
+
+class Backends:
+    """Long-lived channels and stubs to features, candidates and ranking."""
+
+    def __init__(self, features_addr: str, candidates_addr: str, ranking_addr: str, ranking_app: str) -> None:
+        self._channels = [insecure_channel(a) for a in (features_addr, candidates_addr, ranking_addr)]
+        self.features = features_pb2_grpc.FeatureServiceStub(self._channels[0])
+        self.candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels[1])
+        self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[2])
+        self.ranking_metadata = (("application", ranking_app),)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()

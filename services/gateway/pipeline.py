@@ -1,0 +1,168 @@
+"""One Recommend: user features → candidates → item features → ranking → re-rank, within the budget.
+
+Every hop runs with a deadline derived from what is left of the request budget; a failed or late hop
+degrades the answer (batch list, popular items, unranked candidates) and is named in the response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.gateway.budget import Budget
+from recsys.gateway.experiments import Experiment, Variant
+from recsys.gateway.fallbacks import BatchLists, PopularItems
+from recsys.gateway.hops import Backends, HopResult, finish, start_hop
+from recsys.gateway.rerank import FilterSpec, Scored, rerank
+from recsys.gateway.settings import GatewaySettings
+from recsys.v1 import candidates_pb2, features_pb2, ranking_pb2, recommend_pb2
+
+# Per-hop caps (ms); the effective deadline is the smaller of the cap and what the budget has left.
+HOP_CAP_MS = {"user_features": 15.0, "recent_items": 15.0, "retrieve": 35.0, "item_features": 25.0, "rank": 35.0}
+RECENT_ITEMS_LIMIT = 200
+
+
+@dataclass
+class Outcome:
+    """The gateway's answer plus what the event publishers need."""
+
+    response: recommend_pb2.RecommendResponse
+    variant: Variant
+    item_features: features_pb2.FeatureMatrix | None = None
+    ranked_scores: dict[str, float] = field(default_factory=dict)
+
+
+class Recommender:
+    """The orchestration; stateless per request, safe to call from many threads."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        backends: Backends,
+        experiment: Experiment,
+        popular: PopularItems,
+        batch: BatchLists,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.experiment = experiment
+        self.popular = popular
+        self.batch = batch
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        filters: FilterSpec,
+        context: dict[str, str],
+        caller_remaining_s: float | None = None,
+        request_id: str | None = None,
+    ) -> Outcome:
+        s = self.settings
+        budget = Budget(s.budget_ms, s.rerank_reserve_ms, caller_remaining_s)
+        request_id = request_id or uuid.uuid4().hex
+        variant = self.experiment.assign(user_id)
+        md = (("x-request-id", request_id),)
+        timings: list[HopResult] = []
+        reasons: list[str] = []
+
+        def note(hop: HopResult) -> HopResult:
+            timings.append(hop)
+            if not hop.ok:
+                reasons.append(f"{hop.name}: {hop.status}")
+            return hop
+
+        # Stage 1 (parallel): the user's features and recent items.
+        f = self.backends.features
+        user_hop = start_hop(
+            "user_features", f.GetUserFeatures, features_pb2.GetUserFeaturesRequest(user_id=user_id),
+            budget.hop_timeout(HOP_CAP_MS["user_features"]), md,
+        )
+        recent_hop = start_hop(
+            "recent_items", f.GetRecentItems,
+            features_pb2.GetRecentItemsRequest(user_id=user_id, limit=RECENT_ITEMS_LIMIT),
+            budget.hop_timeout(HOP_CAP_MS["recent_items"]), md,
+        )
+        user = note(finish(user_hop))
+        recent = note(finish(recent_hop))
+        user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
+        seen = frozenset(recent.value.item_ids) if recent.ok else frozenset()
+
+        # Stage 2: candidates (ANN in Milvus), excluding what the user saw and what the caller excluded.
+        retrieval_k = variant.retrieval_k or s.retrieval_k
+        cand_filter = candidates_pb2.ItemFilter(
+            include_genres=sorted(filters.include_genres),
+            exclude_genres=sorted(filters.exclude_genres),
+            exclude_item_ids=sorted(filters.exclude_item_ids | seen),
+        )
+        retrieve = note(finish(start_hop(
+            "retrieve", self.backends.candidates.Retrieve,
+            candidates_pb2.RetrieveRequest(
+                user_id=user_id, k=retrieval_k, filter=cand_filter,
+                recent_item_ids=list(recent.value.item_ids) if recent.ok else [], user_features=user_features,
+            ),
+            budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
+        )))
+        if retrieve.ok and retrieve.value.candidates:
+            if retrieve.value.degraded:
+                reasons.append(f"candidates: {retrieve.value.degraded_reason or 'degraded'}")
+            candidates = [Scored(c.item_id, c.score, c.source) for c in retrieve.value.candidates]
+        else:
+            candidates = self.batch.for_user(user_id) or self.popular.top(retrieval_k)
+            if retrieve.ok:
+                reasons.append("candidates: empty")
+
+        # Stage 3 + 4: item features, then the ranker of this variant.
+        ranked, item_matrix, model, version = self._rank(
+            user_id, candidates, user_features, variant, context, budget, md, note
+        )
+
+        genres_of = self.popular.genres
+        top = rerank(ranked, k, genres_of, filters, s.genre_cap, seen)
+        if len(top) < k:  # top up from popularity so a valid request always gets k when the catalogue has them
+            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
+                         k, genres_of, filters, 1.0, seen)
+        response = recommend_pb2.RecommendResponse(
+            request_id=request_id,
+            variant=variant.name,
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
+            timings=[t.timing() for t in timings],
+            model=model,
+            model_version=version,
+            items=[
+                recommend_pb2.RecommendedItem(item_id=item.item_id, score=item.score, position=i, source=item.source)
+                for i, item in enumerate(top)
+            ],
+        )
+        response.timings.append(recommend_pb2.HopTiming(hop="total", ms=budget.elapsed_ms(), status="ok"))
+        scores = {item.item_id: item.score for item in ranked}
+        return Outcome(response, variant, item_matrix, scores)
+
+    def _rank(self, user_id, candidates, user_features, variant, context, budget, md, note):
+        """Scores candidates with the variant's ranker; on any failure keeps the retrieval order."""
+        ids = [c.item_id for c in candidates]
+        items = note(finish(start_hop(
+            "item_features", self.backends.features.GetItemFeatures,
+            features_pb2.GetItemFeaturesRequest(item_ids=ids),
+            budget.hop_timeout(HOP_CAP_MS["item_features"]), md,
+        )))
+        if not items.ok:
+            return candidates, None, "", ""
+        matrix = items.value.features
+        rank = note(finish(start_hop(
+            "rank", self.backends.ranking.Rank,
+            ranking_pb2.RankRequest(
+                user_id=user_id, item_ids=ids, user_features=user_features, item_features=matrix,
+                retrieval_scores=[c.score for c in candidates],
+                context=context, model=variant.ranker, model_version=variant.model_version,
+            ),
+            budget.hop_timeout(HOP_CAP_MS["rank"]), md + self.backends.ranking_metadata,
+        )))
+        if not rank.ok or len(rank.value.scores) != len(candidates):
+            return candidates, matrix, "", ""
+        scores = np.asarray(rank.value.scores, dtype=np.float32)
+        ranked = [Scored(c.item_id, float(sc), c.source) for c, sc in zip(candidates, scores, strict=True)]
+        return ranked, matrix, rank.value.model, rank.value.model_version

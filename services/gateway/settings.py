@@ -1,0 +1,84 @@
+"""Gateway configuration, read once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from recsys.common.config import declare
+
+PORT = declare("RECSYS_GATEWAY_PORT", 50051, "Gateway gRPC port (RecommendService, EventService)", "gateway")
+FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address", "common")
+CANDIDATES_ADDR = declare("RECSYS_CANDIDATES_ADDR", "127.0.0.1:50053", "Candidate service address", "common")
+RANKING_ADDR = declare("RECSYS_RANKING_ADDR", "127.0.0.1:50054", "Ranking service (Ray Serve gRPC) address", "common")
+RANKING_APP = declare("RECSYS_RANKING_APP", "ranking", "Ray Serve application name of the ranker", "common")
+BUDGET_MS = declare("RECSYS_GATEWAY_BUDGET_MS", 100.0, "Hard end-to-end deadline of one Recommend", "gateway")
+RERANK_RESERVE_MS = declare(
+    "RECSYS_GATEWAY_RERANK_RESERVE_MS", 5.0, "Budget kept back for re-ranking and the response", "gateway"
+)
+MAX_K = declare("RECSYS_GATEWAY_MAX_K", 100, "Largest k a caller may ask for", "gateway")
+RETRIEVAL_K = declare("RECSYS_GATEWAY_RETRIEVAL_K", 300, "Candidates retrieved per request (default)", "gateway")
+MAX_CONTEXT = declare("RECSYS_GATEWAY_MAX_CONTEXT_ENTRIES", 32, "Largest context map accepted", "gateway")
+MAX_FILTER_IDS = declare("RECSYS_GATEWAY_MAX_FILTER_IDS", 1000, "Largest exclude list accepted", "gateway")
+GENRE_CAP = declare(
+    "RECSYS_GATEWAY_GENRE_CAP", 0.5, "Max share of one genre among the top k (1 = no diversity cap)", "gateway"
+)
+EXPERIMENTS = declare(
+    "RECSYS_EXPERIMENTS",
+    "",
+    "A/B experiment as JSON {salt, variants:[{name, share, ranker, model_version, retrieval_k}]}; "
+    "empty = control (lightgbm) 50% / dcn 50%",
+    "gateway",
+)
+MODELS_DIR = declare("RECSYS_MODELS_DIR", "var/models", "Model registry root", "common")
+BATCH_RECS = declare(
+    "RECSYS_BATCH_RECS_PATH", "", "CSV of precomputed top-K per user (batch-recommend); a fallback source", "gateway"
+)
+EVENT_BUFFER = declare("RECSYS_GATEWAY_EVENT_BUFFER", 10000, "Impressions buffered while Kafka is slow", "gateway")
+PREDICTION_SAMPLE = declare(
+    "RECSYS_GATEWAY_PREDICTION_SAMPLE", 0.1, "Share of requests whose features and scores go to Kafka", "gateway"
+)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the gateway reads from the environment."""
+
+    port: int
+    features_addr: str
+    candidates_addr: str
+    ranking_addr: str
+    ranking_app: str
+    budget_ms: float
+    rerank_reserve_ms: float
+    max_k: int
+    retrieval_k: int
+    max_context: int
+    max_filter_ids: int
+    genre_cap: float
+    experiments_json: str
+    models_dir: str
+    batch_recs_path: str
+    event_buffer: int
+    prediction_sample: float
+
+    @classmethod
+    def from_env(cls) -> GatewaySettings:
+        return cls(
+            port=PORT.int(),
+            features_addr=FEATURES_ADDR.str(),
+            candidates_addr=CANDIDATES_ADDR.str(),
+            ranking_addr=RANKING_ADDR.str(),
+            ranking_app=RANKING_APP.str(),
+            budget_ms=BUDGET_MS.float(),
+            rerank_reserve_ms=RERANK_RESERVE_MS.float(),
+            max_k=MAX_K.int(),
+            retrieval_k=RETRIEVAL_K.int(),
+            max_context=MAX_CONTEXT.int(),
+            max_filter_ids=MAX_FILTER_IDS.int(),
+            genre_cap=GENRE_CAP.float(),
+            experiments_json=EXPERIMENTS.str(),
+            models_dir=MODELS_DIR.str(),
+            batch_recs_path=BATCH_RECS.str(),
+            event_buffer=EVENT_BUFFER.int(),
+            prediction_sample=PREDICTION_SAMPLE.float(),
+        )

@@ -1,0 +1,111 @@
+"""Gateway logic without servers: experiment assignment, re-ranking, budgets, request validation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from recsys.common.config import ConfigError
+from recsys.common.errors import InvalidArgument
+from recsys.gateway.budget import Budget
+from recsys.gateway.events import validate_events
+from recsys.gateway.experiments import Experiment
+from recsys.gateway.rerank import FilterSpec, Scored, rerank
+from recsys.gateway.server import validate_recommend
+from recsys.gateway.settings import GatewaySettings
+from recsys.v1 import events_pb2, recommend_pb2
+
+
+def test_ab_split_is_deterministic_and_within_two_percent():
+    exp = Experiment.from_json(
+        '{"salt": "s1", "variants": [{"name": "a", "share": 0.7}, {"name": "b", "share": 0.3, "ranker": "dcn"}]}'
+    )
+    users = [f"user-{i}" for i in range(10_000)]
+    first = [exp.assign(u).name for u in users]
+    assert first == [exp.assign(u).name for u in users]
+    share_a = first.count("a") / len(users)
+    assert abs(share_a - 0.7) <= 0.02
+    other_salt = Experiment.from_json('{"salt": "s2", "variants": [{"name": "a", "share": 0.7}, '
+                                      '{"name": "b", "share": 0.3}]}')
+    assert [other_salt.assign(u).name for u in users] != first
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{"variants": []}',
+        '{"variants": [{"name": "a", "share": 0.6}]}',
+        '{"variants": [{"name": "a", "share": 1.0, "ranker": "xgboost"}]}',
+        '{"variants": [{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}]}',
+        "not json",
+    ],
+)
+def test_bad_experiments_are_refused(doc):
+    with pytest.raises(ConfigError):
+        Experiment.from_json(doc)
+
+
+def _items(*pairs):
+    return [Scored(item, score, 1) for item, score in pairs]
+
+
+def test_rerank_dedupes_filters_and_caps_genres():
+    items = _items(("a", 0.9), ("b", 0.8), ("a", 0.7), ("c", 0.6), ("d", 0.5), ("e", 0.4), ("seen", 0.99))
+    genres = {k: frozenset({"drama"}) for k in "abc"} | {"d": frozenset({"comedy"}), "e": frozenset({"horror"})}
+    top = rerank(items, 3, genres, FilterSpec(exclude_genres=frozenset({"horror"})), 0.5, frozenset({"seen"}))
+    # cap = ceil(0.5 * 3) = 2 dramas, then comedy; horror excluded, seen excluded, duplicate dropped
+    assert [s.item_id for s in top] == ["a", "b", "d"]
+
+
+def test_rerank_fills_from_held_back_items_when_short():
+    items = _items(("a", 0.9), ("b", 0.8), ("c", 0.7))
+    genres = {k: frozenset({"drama"}) for k in "abc"}
+    assert [s.item_id for s in rerank(items, 3, genres, FilterSpec(), 0.34, frozenset())] == ["a", "b", "c"]
+
+
+def test_budget_hops_never_exceed_what_is_left():
+    budget = Budget(total_ms=50, reserve_ms=5, caller_remaining_s=0.02)
+    assert budget.hop_timeout(100) <= 0.015
+    assert budget.hop_timeout(1) == pytest.approx(0.001)
+    time.sleep(0.02)
+    assert budget.hop_timeout(100) == 0.0
+
+
+def _settings(**overrides) -> GatewaySettings:
+    values = dict(
+        port=0, features_addr="", candidates_addr="", ranking_addr="", ranking_app="ranking", budget_ms=100,
+        rerank_reserve_ms=5, max_k=100, retrieval_k=300, max_context=4, max_filter_ids=10, genre_cap=0.5,
+        experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, prediction_sample=0.0,
+    )
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, field",
+    [
+        ({"k": 10}, "user_id"),
+        ({"user_id": "u", "k": 0}, "k"),
+        ({"user_id": "u", "k": 101}, "k"),
+        ({"user_id": "u", "k": 5, "context": {str(i): "v" for i in range(5)}}, "context"),
+        ({"user_id": "u", "k": 5, "filter": {"exclude_item_ids": [str(i) for i in range(11)]}},
+         "filter.exclude_item_ids"),
+        ({"user_id": "u", "k": 5, "filter": {"include_genres": [""]}}, "filter.include_genres"),
+    ],
+)
+def test_recommend_validation_names_the_field(request_kwargs, field):
+    with pytest.raises(InvalidArgument) as err:
+        validate_recommend(recommend_pb2.RecommendRequest(**request_kwargs), _settings())
+    assert err.value.field == field
+
+
+def test_event_validation():
+    ok = validate_events([events_pb2.Event(type=events_pb2.EVENT_TYPE_CLICK, user_id="u", item_id="i")])
+    assert ok[0].event_id and ok[0].timestamp_ms > 0
+    with pytest.raises(InvalidArgument, match=r"events\[0\].type"):
+        validate_events([events_pb2.Event(type=events_pb2.EVENT_TYPE_IMPRESSION, user_id="u", item_id="i")])
+    with pytest.raises(InvalidArgument, match=r"events\[1\].item_id"):
+        validate_events([events_pb2.Event(type=2, user_id="u", item_id="i"), events_pb2.Event(type=2, user_id="u")])
+    with pytest.raises(InvalidArgument, match="events"):
+        validate_events([])
