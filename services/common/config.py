@@ -89,3 +89,11 @@ KAFKA_PREDICTIONS_TOPIC = declare(
     "RECSYS_KAFKA_PREDICTIONS_TOPIC", "recsys.predictions", "Topic of sampled served features and scores"
 )
 KAFKA_DLQ_TOPIC = declare("RECSYS_KAFKA_DLQ_TOPIC", "recsys.dead-letter", "Dead-letter topic")
+
+# Where the services find each other and the model registry (shared by several services).
+FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address (host:port)")
+CANDIDATES_ADDR = declare("RECSYS_CANDIDATES_ADDR", "127.0.0.1:50053", "Candidate service address (host:port)")
+RANKING_ADDR = declare("RECSYS_RANKING_ADDR", "127.0.0.1:50054", "Ranking service (Ray Serve gRPC) address")
+MONITORING_ADDR = declare("RECSYS_MONITORING_ADDR", "127.0.0.1:50055", "Monitoring service address (host:port)")
+RANKING_APP = declare("RECSYS_RANKING_APP", "ranking", "Ray Serve application name of the ranker")
+MODELS_DIR = declare("RECSYS_MODELS_DIR", "var/models", "Model registry root (versioned folders + `latest`)")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys.common.config import declare
+from recsys.common.config import (
+    CANDIDATES_ADDR,
+    FEATURES_ADDR,
+    MODELS_DIR,
+    RANKING_ADDR,
+    RANKING_APP,
+    declare,
+)
 
 PORT = declare("RECSYS_GATEWAY_PORT", 50051, "Gateway gRPC port (RecommendService, EventService)", "gateway")
-FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address", "common")
-CANDIDATES_ADDR = declare("RECSYS_CANDIDATES_ADDR", "127.0.0.1:50053", "Candidate service address", "common")
-RANKING_ADDR = declare("RECSYS_RANKING_ADDR", "127.0.0.1:50054", "Ranking service (Ray Serve gRPC) address", "common")
-RANKING_APP = declare("RECSYS_RANKING_APP", "ranking", "Ray Serve application name of the ranker", "common")
 BUDGET_MS = declare("RECSYS_GATEWAY_BUDGET_MS", 100.0, "Hard end-to-end deadline of one Recommend", "gateway")
 RERANK_RESERVE_MS = declare(
     "RECSYS_GATEWAY_RERANK_RESERVE_MS", 5.0, "Budget kept back for re-ranking and the response", "gateway"
@@ -29,7 +32,6 @@ EXPERIMENTS = declare(
     "empty = control (lightgbm) 50% / dcn 50%",
     "gateway",
 )
-MODELS_DIR = declare("RECSYS_MODELS_DIR", "var/models", "Model registry root", "common")
 BATCH_RECS = declare(
     "RECSYS_BATCH_RECS_PATH", "", "CSV of precomputed top-K per user (batch-recommend); a fallback source", "gateway"
 )

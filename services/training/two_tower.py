@@ -1,0 +1,266 @@
+"""Two-tower retrieval model (PyTorch) and its numpy serving half.
+
+User tower: user id embedding + standardised user features + mean of the embeddings of the user's
+recent items -> MLP -> L2-normalised vector. Item tower: item id embedding + standardised item features
+-> MLP -> L2-normalised vector. Trained on (history before t, item at t) pairs with in-batch sampled
+softmax, logits = cos / temperature - log Q(item) (log-Q popularity correction), same-item collisions
+masked. Index 0 of both id tables means "unknown": ids are dropped to 0 at random during training so
+cold-start users (no id, no history) and new items still get useful vectors.
+
+Export (`export(dir)`): item_embeddings.npy (float32, L2-normalised, rows in item_ids.json order) for
+the vector index, and user_tower.npz which `UserEncoder` loads to embed a user online with numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from recsys.training.ids import IdIndex
+
+
+@dataclass
+class TwoTowerConfig:
+    dim: int = 64
+    hidden: int = 256
+    temperature: float = 0.07
+    epochs: int = 12
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    history_len: int = 50
+    id_dropout: float = 0.1
+    seed: int = 0
+
+
+class TwoTowerNet(nn.Module):
+    def __init__(self, n_users: int, n_items: int, n_user_feats: int, n_item_feats: int, cfg: TwoTowerConfig):
+        super().__init__()
+        d, h = cfg.dim, cfg.hidden
+        self.user_emb = nn.Embedding(n_users + 1, d)
+        self.item_emb = nn.Embedding(n_items + 1, d)
+        self.hist_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        for emb in (self.user_emb, self.item_emb, self.hist_emb):
+            nn.init.normal_(emb.weight, 0.0, 0.05)
+        with torch.no_grad():
+            self.hist_emb.weight[0].zero_()
+        self.user_mlp = nn.Sequential(nn.Linear(2 * d + n_user_feats, h), nn.ReLU(), nn.Linear(h, d))
+        self.item_mlp = nn.Sequential(nn.Linear(d + n_item_feats, h), nn.ReLU(), nn.Linear(h, d))
+
+    def user_vec(self, uidx: torch.Tensor, ufeat: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        counts = (hist > 0).sum(dim=1, keepdim=True).clamp(min=1)
+        hist_mean = self.hist_emb(hist).sum(dim=1) / counts
+        x = torch.cat([self.user_emb(uidx), ufeat, hist_mean], dim=1)
+        return F.normalize(self.user_mlp(x), dim=1)
+
+    def item_vec(self, iidx: torch.Tensor, ifeat: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.item_mlp(torch.cat([self.item_emb(iidx), ifeat], dim=1)), dim=1)
+
+
+def _standardise(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = mat.mean(axis=0) if len(mat) else np.zeros(mat.shape[1])
+    std = mat.std(axis=0) if len(mat) else np.ones(mat.shape[1])
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def history_examples(
+    user_rows: np.ndarray, item_rows: np.ndarray, timestamps: np.ndarray, history_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training pairs in time order: (user row, item row, the user's previous `history_len` item rows).
+
+    Rows are 1-based (0 = padding). Returns users (N,), items (N,), history (N, history_len) oldest first,
+    right-aligned.
+    """
+    order = np.lexsort((np.arange(len(user_rows)), timestamps, user_rows))
+    users, items = user_rows[order], item_rows[order]
+    hist = np.zeros((len(users), history_len), dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    pos = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    for lag in range(1, history_len + 1):
+        ok = pos >= lag
+        hist[ok, history_len - lag] = items[np.flatnonzero(ok) - lag]
+    return users, items, hist
+
+
+class TwoTowerModel:
+    """A trained two-tower model with its id indices and feature standardisation."""
+
+    def __init__(self, net: TwoTowerNet, users: IdIndex, items: IdIndex, cfg: TwoTowerConfig,
+                 user_stats: tuple[np.ndarray, np.ndarray], item_stats: tuple[np.ndarray, np.ndarray],
+                 item_feats: np.ndarray) -> None:
+        self.net, self.users, self.items, self.config = net, users, items, cfg
+        self.user_mean, self.user_std = user_stats
+        self.item_mean, self.item_std = item_stats
+        self.item_feats = item_feats  # standardised, (n_items, F_i) in items order
+
+    @torch.no_grad()
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, dim) float32, L2-normalised, rows in `items` order."""
+        self.net.eval()
+        idx = torch.arange(1, len(self.items) + 1)
+        return self.net.item_vec(idx, torch.from_numpy(self.item_feats)).numpy().astype(np.float32)
+
+    def encoder(self) -> UserEncoder:
+        """The numpy user tower (what serving uses)."""
+        return UserEncoder(self.user_tower_arrays())
+
+    def user_tower_arrays(self) -> dict[str, np.ndarray]:
+        net = self.net
+        l1, l2 = net.user_mlp[0], net.user_mlp[2]
+        return {
+            "user_emb": net.user_emb.weight.detach().numpy().copy(),
+            "hist_emb": net.hist_emb.weight.detach().numpy().copy(),
+            "w1": l1.weight.detach().numpy().T.copy(),
+            "b1": l1.bias.detach().numpy().copy(),
+            "w2": l2.weight.detach().numpy().T.copy(),
+            "b2": l2.bias.detach().numpy().copy(),
+            "feat_mean": self.user_mean,
+            "feat_std": self.user_std,
+            "user_ids": np.array(self.users.to_list(), dtype=object).astype(str),
+            "item_ids": np.array(self.items.to_list(), dtype=object).astype(str),
+            "history_len": np.array(self.config.history_len),
+        }
+
+    def export(self, path: Path) -> None:
+        """Write item_embeddings.npy, item_ids.json, user_tower.npz, torch state and config."""
+        path.mkdir(parents=True, exist_ok=True)
+        np.save(path / "item_embeddings.npy", self.item_embeddings())
+        (path / "item_ids.json").write_text(json.dumps(self.items.to_list()))
+        np.savez(path / "user_tower.npz", **self.user_tower_arrays())
+        torch.save(self.net.state_dict(), path / "model.pt")
+        (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+
+
+class UserEncoder:
+    """Embeds a user with numpy only, from (user id, user feature row, recent item ids).
+
+    Unknown or missing user ids use the learned "unknown user" vector; missing features use the
+    training means; unknown history items are ignored; no history is allowed (cold start).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.a = {k: v for k, v in arrays.items() if k not in ("user_ids", "item_ids")}
+        self.users = IdIndex(arrays["user_ids"].tolist())
+        self.items = IdIndex(arrays["item_ids"].tolist())
+        self.history_len = int(arrays["history_len"])
+        self.dim = self.a["w2"].shape[1]
+        self.n_features = self.a["feat_mean"].shape[0]
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserEncoder:
+        """Load `user_tower.npz` from a file or a two_tower export folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "user_tower.npz"
+        with np.load(path, allow_pickle=False) as data:
+            return cls({k: data[k] for k in data.files})
+
+    def embed_batch(
+        self,
+        user_ids: list[str | None],
+        features: np.ndarray | None,
+        histories: list[list[str]],
+    ) -> np.ndarray:
+        """(B, dim) float32 L2-normalised user vectors. `features` (B, F) in the spec's user feature
+        order (NaN or None = unknown), histories oldest first (only the last history_len are used)."""
+        a = self.a
+        b = len(histories)
+        uidx = np.zeros(b, dtype=np.int64)
+        known = [i for i, u in enumerate(user_ids) if u is not None]
+        if known:
+            uidx[known] = self.users.lookup([user_ids[i] for i in known]) + 1
+        if features is None:
+            z = np.zeros((b, self.n_features), dtype=np.float32)
+        else:
+            z = (np.asarray(features, dtype=np.float32).reshape(b, -1) - a["feat_mean"]) / a["feat_std"]
+            z = np.nan_to_num(z, nan=0.0)
+        hist_mean = np.zeros((b, self.dim), dtype=np.float32)
+        for i, hist in enumerate(histories):
+            if len(hist):
+                rows = self.items.lookup(list(hist)[-self.history_len :]) + 1
+                rows = rows[rows > 0]
+                if len(rows):
+                    hist_mean[i] = a["hist_emb"][rows].mean(axis=0)
+        x = np.concatenate([a["user_emb"][uidx], z, hist_mean], axis=1)
+        hidden = np.maximum(x @ a["w1"] + a["b1"], 0.0)
+        out = hidden @ a["w2"] + a["b2"]
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.astype(np.float32)
+
+    def embed(self, user_id: str | None, features: np.ndarray | None, recent_item_ids: list[str]) -> np.ndarray:
+        """One user's (dim,) vector; see `embed_batch`."""
+        feats = None if features is None else np.asarray(features, dtype=np.float32).reshape(1, -1)
+        return self.embed_batch([user_id], feats, [list(recent_item_ids)])[0]
+
+
+def train_two_tower(
+    users: IdIndex,
+    items: IdIndex,
+    user_feats: np.ndarray,
+    item_feats: np.ndarray,
+    user_rows: np.ndarray,
+    item_rows: np.ndarray,
+    timestamps: np.ndarray,
+    cfg: TwoTowerConfig,
+    progress: bool = True,
+) -> TwoTowerModel:
+    """Fit the two towers on interactions given as 0-based positions into `users` / `items`.
+
+    `user_feats` (n_users, F_u) and `item_feats` (n_items, F_i) are raw feature rows in index order.
+    """
+    if len(user_rows) == 0:
+        raise ValueError("no interactions to train the two-tower model on")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    user_stats, item_stats = _standardise(user_feats), _standardise(item_feats)
+    uf = np.vstack([np.zeros((1, user_feats.shape[1])), (user_feats - user_stats[0]) / user_stats[1]])
+    itf = ((item_feats - item_stats[0]) / item_stats[1]).astype(np.float32)
+    itf_padded = np.vstack([np.zeros((1, item_feats.shape[1])), itf])
+    uf_t = torch.from_numpy(uf.astype(np.float32))
+    if_t = torch.from_numpy(itf_padded.astype(np.float32))
+
+    u, it, hist = history_examples(user_rows + 1, item_rows + 1, timestamps, cfg.history_len)
+    counts = np.bincount(it, minlength=len(items) + 1).astype(np.float64)
+    log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32))
+
+    net = TwoTowerNet(len(users), len(items), user_feats.shape[1], item_feats.shape[1], cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(u)
+    steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    total = cfg.epochs * steps
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    bar = tqdm(total=total, desc="two-tower", unit="batch", disable=not progress, leave=False)
+    u_t, i_t, h_t = torch.from_numpy(u), torch.from_numpy(it), torch.from_numpy(hist)
+    for epoch in range(cfg.epochs):
+        net.train()
+        perm = torch.from_numpy(rng.permutation(n))
+        running = 0.0
+        for s in range(steps):
+            b = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            bu, bi, bh = u_t[b], i_t[b], h_t[b]
+            drop_u = torch.from_numpy(rng.random(len(b)) < cfg.id_dropout)
+            drop_i = torch.from_numpy(rng.random(len(b)) < cfg.id_dropout / 2)
+            uv = net.user_vec(torch.where(drop_u, 0, bu), uf_t[bu], bh)
+            iv = net.item_vec(torch.where(drop_i, 0, bi), if_t[bi])
+            logits = uv @ iv.T / cfg.temperature - log_q[bi][None, :]
+            same = bi[:, None] == bi[None, :]
+            same.fill_diagonal_(False)
+            logits = logits.masked_fill(same, float("-inf"))
+            loss = F.cross_entropy(logits, torch.arange(len(b)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += float(loss)
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{running / steps:.3f}")
+    bar.close()
+    net.eval()
+    return TwoTowerModel(net, users, items, cfg, user_stats, item_stats, itf)
