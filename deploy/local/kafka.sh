@@ -2,7 +2,7 @@
 # A single-node Apache Kafka broker (KRaft, broker+controller in one JVM) on loopback, from Maven Central.
 #
 #   deploy/local/kafka.sh install|start|stop|status [--port N] [--controller-port N] [--state-dir DIR]
-#                                                    [--partitions N]
+#                                                    [--partitions N] [--watch-pid PID]
 #
 # Environment (flags win):
 #   KAFKA_PORT             client listener port                      (default 9092)
@@ -11,6 +11,9 @@
 #   KAFKA_LIB_DIR          broker jars, shared by all state dirs     (default <repo>/var/kafka/lib)
 #   KAFKA_NUM_PARTITIONS   partitions of auto-created topics         (default 3)
 #   KAFKA_HEAP             JVM heap options                          (default "-Xms128m -Xmx512m")
+#   KAFKA_JVM_OPTS         other JVM options      (default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1":
+#                          fewer threads and faster start-up on a small machine)
+#   KAFKA_WATCH_PID        with `start`: stop the server once this PID is gone (tests pass their own)
 #   KAFKA_READY_TIMEOUT_S  seconds `start` waits for readiness       (default 60)
 #
 # `start` formats the storage once, starts the JVM detached with a pidfile, and returns only when a Kafka
@@ -27,10 +30,12 @@ STATE_DIR="${KAFKA_STATE_DIR:-$REPO/var/kafka}"
 LIB_DIR="$(realpath -m "${KAFKA_LIB_DIR:-$REPO/var/kafka/lib}")"
 PARTITIONS="${KAFKA_NUM_PARTITIONS:-3}"
 HEAP="${KAFKA_HEAP:--Xms128m -Xmx512m}"
+JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}"
 READY_TIMEOUT_S="${KAFKA_READY_TIMEOUT_S:-60}"
+WATCH_PID="${KAFKA_WATCH_PID:-}"
 STOP_TIMEOUT_S=30
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 CMD="$1"; shift
@@ -39,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --port) PORT="$2"; shift 2 ;;
     --controller-port) CONTROLLER_PORT="$2"; shift 2 ;;
     --state-dir) STATE_DIR="$2"; shift 2 ;;
+    --watch-pid) WATCH_PID="$2"; shift 2 ;;
     --partitions) PARTITIONS="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "kafka.sh: unknown argument $1" >&2; usage ;;
@@ -72,21 +78,25 @@ running_pid() {
 pom_hash() { sha256sum "$HERE/kafka/pom.xml" | cut -d' ' -f1; }
 
 cmd_install() {
-  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(pom_hash)" ]]; then
-    return 0
-  fi
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(pom_hash)" ]] && return 0
   command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is needed to install the broker" >&2; exit 1; }
-  echo "kafka.sh: resolving the broker from Maven Central into $LIB_DIR" >&2
-  rm -rf "$LIB_DIR"
   mkdir -p "$LIB_DIR"
-  local mvn_log="$LIB_DIR/../mvn-install.log"
-  if ! mvn -q -B -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$LIB_DIR" >"$mvn_log" 2>&1; then
-    echo "kafka.sh: Maven could not resolve the broker:" >&2
-    tail -n 30 "$mvn_log" >&2
-    exit 1
+  # One installer at a time (parallel test sessions share the lib folder).
+  exec 9>"$LIB_DIR/.lock"
+  flock 9
+  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$(pom_hash)" ]]; then
+    echo "kafka.sh: resolving the broker from Maven Central into $LIB_DIR" >&2
+    rm -f "$STAMP" "$LIB_DIR"/*.jar
+    local mvn_log="$LIB_DIR/mvn-install.log"
+    if ! mvn -q -B -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$LIB_DIR" >"$mvn_log" 2>&1; then
+      echo "kafka.sh: Maven could not resolve the broker:" >&2
+      tail -n 30 "$mvn_log" >&2
+      exit 1
+    fi
+    pom_hash >"$STAMP"
   fi
-  pom_hash >"$STAMP"
+  exec 9>&-
 }
 
 write_config() {
@@ -139,26 +149,28 @@ cmd_start() {
   if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
     local cluster_id
     cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
-    java -Xmx256m "$log4j" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
+    java -Xmx256m -XX:TieredStopAtLevel=1 "$log4j" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
       -t "$cluster_id" -c "$CONFIG" >"$STATE_DIR/format.log" 2>&1 \
       || { echo "kafka: storage format failed:" >&2; tail -n 30 "$STATE_DIR/format.log" >&2; exit 1; }
   fi
   local started=$SECONDS
-  # setsid: the broker survives the caller's terminal; the inner shell writes its own PID, then execs java.
+  # setsid: the broker survives the caller's terminal; the inner shell writes its own PID (atomically),
+  # then execs java, so the pidfile holds the broker's PID.
   # shellcheck disable=SC2086
-  nohup setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
-    java $HEAP -XX:+UseSerialGC -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$CONFIG" \
+  nohup setsid -w bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$PIDFILE" \
+    java $HEAP $JVM_OPTS -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$CONFIG" \
     >"$LOGFILE" 2>&1 </dev/null &
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  local launcher=$! deadline=$((SECONDS + READY_TIMEOUT_S))
+  start_watchdog
   while ((SECONDS < deadline)); do
-    if ! pid="$(running_pid)"; then
-      if [[ -f "$PIDFILE" ]] || ((SECONDS - started >= 2)); then
-        echo "kafka: the broker exited during start-up; last lines of $LOGFILE:" >&2
-        tail -n 40 "$LOGFILE" >&2
-        rm -f "$PIDFILE"
-        exit 1
-      fi
-    elif metadata_ok; then
+    pid="$(cat "$PIDFILE" 2>/dev/null || true)"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && ! alive "$pid" || { [[ -z "$pid" ]] && ! alive "$launcher"; }; then
+      echo "kafka: the broker exited during start-up; last lines of $LOGFILE:" >&2
+      tail -n 40 "$LOGFILE" >&2
+      rm -f "$PIDFILE"
+      exit 1
+    fi
+    if [[ -n "$pid" ]] && metadata_ok; then
       echo "kafka: ready on 127.0.0.1:$PORT (pid $pid, $((SECONDS - started)) s)"
       return 0
     fi
@@ -170,28 +182,47 @@ cmd_start() {
   exit 1
 }
 
-# A Kafka Metadata (v4) request on the client port; succeeds when the response lists node 1.
+# A Kafka Metadata (v4) request on the client port; succeeds when the answer comes from this state dir's
+# cluster (its cluster id) and lists node 1, so another broker on the same port cannot pass for ours.
 metadata_ok() {
-  "$PYTHON" - "$PORT" <<'EOF'
+  local cluster_id
+  cluster_id="$(sed -n 's/^cluster.id=//p' "$DATA_DIR/meta.properties" 2>/dev/null)"
+  "$PYTHON" - "$PORT" "$cluster_id" 2>/dev/null <<'EOF'
 import socket, struct, sys
+
+def read_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+def string(data, pos):
+    (n,) = struct.unpack_from(">h", data, pos)
+    pos += 2
+    return (None, pos) if n < 0 else (data[pos:pos + n].decode(), pos + n)
+
 client = b"recsys-ready"
 body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">i?", -1, False)
 try:
     with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as sock:
         sock.sendall(struct.pack(">i", len(body)) + body)
-        head = sock.recv(4, socket.MSG_WAITALL)
-        size = struct.unpack(">i", head)[0]
-        data = b""
-        while len(data) < size:
-            chunk = sock.recv(size - len(data))
-            if not chunk:
-                sys.exit(1)
-            data += chunk
-except OSError:
-    sys.exit(1)
-correlation_id, _throttle, n_brokers = struct.unpack(">iii", data[:12])
-node_id = struct.unpack(">i", data[12:16])[0] if n_brokers > 0 else None
-sys.exit(0 if correlation_id == 7 and node_id == 1 else 1)
+        (size,) = struct.unpack(">i", read_exact(sock, 4))
+        data = read_exact(sock, size)
+    correlation_id, _throttle, n_brokers = struct.unpack_from(">iii", data, 0)
+    pos, nodes = 12, []
+    for _ in range(n_brokers):
+        (node_id,) = struct.unpack_from(">i", data, pos)
+        _host, pos = string(data, pos + 4)
+        _rack, pos = string(data, pos + 4)
+        nodes.append(node_id)
+    cluster_id, pos = string(data, pos)
+    ok = correlation_id == 7 and 1 in nodes and cluster_id == sys.argv[2]
+except Exception:
+    ok = False
+sys.exit(0 if ok else 1)
 EOF
 }
 
@@ -224,8 +255,25 @@ cmd_status() {
   fi
 }
 
+# Started detached by `start --watch-pid` as soon as the server is launched: stop the server when the
+# watched process is gone, so a killed test run (or a killed `start`) leaves no server behind. Ends by
+# itself when the server stops.
+cmd_watch() {
+  local deadline=$((SECONDS + READY_TIMEOUT_S + 5))
+  until running_pid >/dev/null || ((SECONDS >= deadline)); do sleep 0.2; done
+  while alive "$WATCH_PID" && running_pid >/dev/null; do sleep 1; done
+  if running_pid >/dev/null; then cmd_stop; fi
+}
+
+start_watchdog() {
+  [[ -n "$WATCH_PID" ]] || return 0
+  nohup setsid "$HERE/kafka.sh" _watch --state-dir "$STATE_DIR" --watch-pid "$WATCH_PID" \
+    >/dev/null 2>&1 </dev/null &
+}
+
 case "$CMD" in
   install) cmd_install ;;
+  _watch) cmd_watch ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A throw-away Redis on loopback (no persistence, no systemd), for Feast's Redis online store and tests.
 #
-#   deploy/local/redis.sh install|start|stop|status [--port N] [--state-dir DIR]
+#   deploy/local/redis.sh install|start|stop|status [--port N] [--state-dir DIR] [--watch-pid PID]
 #
 # Environment (flags win):
 #   REDIS_PORT             port                                   (default 6390, not the system 6379)
 #   REDIS_STATE_DIR        pidfile, log and working dir           (default <repo>/var/redis)
+#   REDIS_WATCH_PID        with `start`: stop the server once this PID is gone (tests pass their own)
 #   REDIS_READY_TIMEOUT_S  seconds `start` waits for PING         (default 10)
 #
 # `install` runs apt-get only when redis-server is missing. `start` daemonizes redis-server with a pidfile
@@ -19,9 +20,10 @@ REPO="$(cd "$HERE/../.." && pwd)"
 PORT="${REDIS_PORT:-6390}"
 STATE_DIR="${REDIS_STATE_DIR:-$REPO/var/redis}"
 READY_TIMEOUT_S="${REDIS_READY_TIMEOUT_S:-10}"
+WATCH_PID="${REDIS_WATCH_PID:-}"
 STOP_TIMEOUT_S=10
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 2; }
 
 [[ $# -ge 1 ]] || usage
 CMD="$1"; shift
@@ -29,6 +31,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) PORT="$2"; shift 2 ;;
     --state-dir) STATE_DIR="$2"; shift 2 ;;
+    --watch-pid) WATCH_PID="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "redis.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -77,6 +80,7 @@ cmd_start() {
   redis-server --bind 127.0.0.1 --port "$PORT" --protected-mode yes --daemonize yes \
     --pidfile "$PIDFILE" --logfile "$LOGFILE" --dir "$STATE_DIR" --save "" --appendonly no \
     || { echo "redis: redis-server failed to start:" >&2; tail -n 20 "$LOGFILE" >&2 || true; exit 1; }
+  start_watchdog
   local deadline=$((SECONDS + READY_TIMEOUT_S))
   while ((SECONDS < deadline)); do
     if pid="$(running_pid)" && ping_ok; then
@@ -120,8 +124,25 @@ cmd_status() {
   fi
 }
 
+# Started detached by `start --watch-pid` as soon as the server is launched: stop the server when the
+# watched process is gone, so a killed test run (or a killed `start`) leaves no server behind. Ends by
+# itself when the server stops.
+cmd_watch() {
+  local deadline=$((SECONDS + READY_TIMEOUT_S + 5))
+  until running_pid >/dev/null || ((SECONDS >= deadline)); do sleep 0.2; done
+  while alive "$WATCH_PID" && running_pid >/dev/null; do sleep 1; done
+  if running_pid >/dev/null; then cmd_stop; fi
+}
+
+start_watchdog() {
+  [[ -n "$WATCH_PID" ]] || return 0
+  nohup setsid "$HERE/redis.sh" _watch --state-dir "$STATE_DIR" --watch-pid "$WATCH_PID" \
+    >/dev/null 2>&1 </dev/null &
+}
+
 case "$CMD" in
   install) cmd_install ;;
+  _watch) cmd_watch ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;

@@ -1,7 +1,8 @@
 """Session fixtures for integration tests: a private Kafka broker and a private Redis.
 
 Each is started with the deploy/local scripts on free loopback ports and a temporary state folder, and
-stopped by the PID in its pidfile at the end of the session, even when tests fail. Set
+stopped by the PID in its pidfile at the end of the session, even when tests fail; the scripts' watchdog
+(--watch-pid) also stops it if this pytest process is killed before its teardown runs. Set
 RECSYS_TEST_KAFKA_BOOTSTRAP (host:port) or RECSYS_TEST_REDIS_URL (redis://host:port/db) to use a running
 server instead.
 """
@@ -80,7 +81,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while controller_port == port:
         controller_port = free_port()
     state = tmp_path_factory.mktemp("kafka")
-    args = ["--port", str(port), "--controller-port", str(controller_port), "--state-dir", str(state)]
+    args = ["--port", str(port), "--controller-port", str(controller_port), "--state-dir", str(state),
+            "--watch-pid", str(os.getpid())]
     # The first start may also resolve the broker from Maven Central.
     with _managed("kafka.sh", args, state / "kafka.pid", start_timeout=300):
         yield f"127.0.0.1:{port}"
@@ -97,6 +99,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("redis-server is not installed (or set RECSYS_TEST_REDIS_URL)")
     port = free_port()
     state = tmp_path_factory.mktemp("redis")
-    args = ["--port", str(port), "--state-dir", str(state)]
+    args = ["--port", str(port), "--state-dir", str(state), "--watch-pid", str(os.getpid())]
     with _managed("redis.sh", args, state / "redis.pid", start_timeout=180):
         yield f"redis://127.0.0.1:{port}/0"

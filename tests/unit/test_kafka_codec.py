@@ -110,7 +110,7 @@ def test_loop_commits_after_handler_and_dead_letters_garbage():
         handled.append([event.event_id for event in batch])
 
     loop = rk.ConsumerLoop(consumer, rk.decoder(events_pb2.Event), handler, dlq_producer=producer, dlq_topic="dlq")
-    assert loop.run(max_records=5) == 5
+    assert loop.run(max_records=4, idle_timeout_s=2) == 4
     assert handled == [["e0", "e1"], ["e2"]]
     assert consumer.commits == [
         {tp0: OffsetAndMetadata(12, "", 0), tp1: OffsetAndMetadata(6, "", 0)},
