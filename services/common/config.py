@@ -63,8 +63,10 @@ def declare(name: str, default: str | int | float | bool, help: str, scope: str 
         default = "true" if default else "false"
     var = EnvVar(name=name, default=str(default), help=help, scope=scope)
     existing = REGISTRY.get(name)
-    if existing is not None and existing != var:
-        raise ConfigError(f"{name} declared twice with different defaults or help")
+    if existing is not None:
+        if existing.default != var.default:
+            raise ConfigError(f"{name} declared twice with different defaults")
+        return existing  # the first declaration's help and scope stand
     REGISTRY[name] = var
     return var
 

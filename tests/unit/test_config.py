@@ -23,7 +23,8 @@ def test_typed_reads(monkeypatch):
 
 
 def test_conflicting_declarations_are_refused():
-    config.declare("RECSYS_TEST_ONLY_TWICE", 1, "x", scope="test")
+    first = config.declare("RECSYS_TEST_ONLY_TWICE", 1, "x", scope="test")
+    assert config.declare("RECSYS_TEST_ONLY_TWICE", 1, "other words", scope="test") is first
     with pytest.raises(config.ConfigError):
         config.declare("RECSYS_TEST_ONLY_TWICE", 2, "x", scope="test")
     config.REGISTRY.pop("RECSYS_TEST_ONLY_TWICE")

@@ -1,0 +1,90 @@
+{{/*
+Pieces of every recsys pod: hardened security contexts, the writable volumes a read-only root filesystem
+needs (/tmp and the state folder), the shared artifacts volume (model registry, training data, batch lists).
+*/}}
+
+{{- define "recsys.podSecurityContext" -}}
+{{- $defaults := dict "runAsNonRoot" true "runAsUser" 10001 "runAsGroup" 10001 "fsGroup" 10001 "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (merge (deepCopy (.podSecurityContext | default dict)) $defaults) -}}
+{{- end -}}
+
+{{- define "recsys.containerSecurityContext" -}}
+{{- $defaults := dict "runAsNonRoot" true "allowPrivilegeEscalation" false "readOnlyRootFilesystem" true "privileged" false "capabilities" (dict "drop" (list "ALL")) "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (merge (deepCopy (.securityContext | default dict)) $defaults) -}}
+{{- end -}}
+
+{{/* Name of the PVC with the shared artifacts (created by the umbrella unless global.artifacts.existingClaim). */}}
+{{- define "recsys.artifactsClaim" -}}
+{{- $artifacts := (.Values.global).artifacts | default dict -}}
+{{- $artifacts.existingClaim | default (printf "%s-artifacts" .Release.Name) -}}
+{{- end -}}
+
+{{- define "recsys.artifactsEnabled" -}}
+{{- $artifacts := (.Values.global).artifacts | default dict -}}
+{{- if ne (toString $artifacts.enabled) "false" -}}true{{- end -}}
+{{- end -}}
+
+{{/* Volumes: (dict "root" $ "shm" <sizeLimit or ""> "stateClaim" <PVC name or ""> "tmpSize" <default 1Gi>). */}}
+{{- define "recsys.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .tmpSize | default "1Gi" }}
+- name: state
+  {{- if .stateClaim }}
+  persistentVolumeClaim:
+    claimName: {{ .stateClaim }}
+  {{- else }}
+  emptyDir:
+    sizeLimit: 8Gi
+  {{- end }}
+{{- if include "recsys.artifactsEnabled" .root }}
+- name: artifacts
+  persistentVolumeClaim:
+    claimName: {{ include "recsys.artifactsClaim" .root }}
+{{- end }}
+{{- if .shm }}
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .shm }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts: (dict "root" $ "shm" <sizeLimit or ""> "artifactsReadOnly" bool). */}}
+{{- define "recsys.volumeMounts" -}}
+{{- $paths := include "recsys.paths" .root | fromYaml -}}
+- name: tmp
+  mountPath: /tmp
+- name: state
+  mountPath: {{ $paths.state }}
+{{- if include "recsys.artifactsEnabled" .root }}
+- name: artifacts
+  mountPath: {{ $paths.artifacts }}
+  readOnly: {{ ternary "true" "false" (.artifactsReadOnly | default false) }}
+{{- end }}
+{{- if .shm }}
+- name: shm
+  mountPath: /dev/shm
+{{- end }}
+{{- end -}}
+
+{{/* A probe: (dict "kind" "grpc"|"ray-serve" "port" N "spec" {periodSeconds...}). */}}
+{{- define "recsys.probe" -}}
+{{- if eq .kind "ray-serve" -}}
+exec:
+  command: ["python", "-m", "recsys.common.healthcheck", "--ray-serve", "--timeout", "{{ .spec.timeoutSeconds | default 2 }}", "127.0.0.1:{{ .port }}"]
+{{- else -}}
+grpc:
+  port: {{ .port }}
+{{- end }}
+{{ toYaml .spec }}
+{{- end -}}
+
+{{- define "recsys.imagePullSecrets" -}}
+{{- with (.Values.global).imagePullSecrets -}}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end -}}
+{{- end -}}

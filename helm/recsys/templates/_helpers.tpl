@@ -1,0 +1,90 @@
+{{/* Umbrella-only helpers; the shared ones live in helm/recsys-lib (charts/recsys-lib). */}}
+
+{{- define "recsys.jobs.name" -}}
+{{- include "recsys.fullname.for" (dict "root" . "component" "jobs") -}}
+{{- end -}}
+
+{{/* Infrastructure every job step may touch: all three, so a step can read, train, materialize and index. */}}
+{{- define "recsys.jobs.uses" -}}
+{{- toYaml (list "milvus" "redis" "kafka") -}}
+{{- end -}}
+
+{{/* A step skipped when Milvus is embedded (each candidates pod then indexes for itself). */}}
+{{- define "recsys.jobs.keepStep" -}}
+{{- $embedded := eq (((.root.Values.global).milvus | default dict).mode | default "embedded") "embedded" -}}
+{{- if not (and .step.skipWhenMilvusEmbedded $embedded) -}}true{{- end -}}
+{{- end -}}
+
+{{/* One job step as a container: (dict "root" $ "step" {...}). */}}
+{{- define "recsys.jobs.container" -}}
+{{- $root := .root -}}
+{{- $jobs := $root.Values.jobs -}}
+name: {{ .step.name }}
+image: {{ include "recsys.image.for" (dict "root" $root "component" "jobs" "image" $jobs.image) | quote }}
+imagePullPolicy: {{ ($root.Values.global.image).pullPolicy | default "IfNotPresent" }}
+command: ["recsys"]
+args:
+  {{- toYaml .step.args | nindent 2 }}
+envFrom:
+  - configMapRef:
+      name: {{ include "recsys.jobs.name" $root }}-env
+{{- with include "recsys.credentialEnv.for" (dict "root" $root "uses" (include "recsys.jobs.uses" $root | fromYamlArray)) | trim }}
+env:
+  {{- . | nindent 2 }}
+{{- end }}
+resources:
+  {{- toYaml (.step.resources | default $jobs.resources) | nindent 2 }}
+securityContext:
+  {{- include "recsys.containerSecurityContext" $jobs | nindent 2 }}
+volumeMounts:
+  {{- include "recsys.volumeMounts" (dict "root" $root "artifactsReadOnly" false) | nindent 2 }}
+{{- end -}}
+
+{{/* Pod template running steps in order: all but the last as init containers. (dict "root" $ "name" n "steps" [...]) */}}
+{{- define "recsys.jobs.podTemplate" -}}
+{{- $root := .root -}}
+{{- $steps := list -}}
+{{- range .steps }}{{ if include "recsys.jobs.keepStep" (dict "root" $root "step" .) }}{{ $steps = append $steps . }}{{ end }}{{ end -}}
+metadata:
+  labels:
+    {{- include "recsys.labels.for" (dict "root" $root "component" "jobs") | nindent 4 }}
+    {{- include "recsys.clientLabels" (dict "root" $root "clients" (include "recsys.jobs.uses" $root | fromYamlArray)) | trim | nindent 4 }}
+    recsys.io/job: {{ .name }}
+  annotations:
+    checksum/env: {{ include "recsys.configmap.for" (dict "root" $root "component" "jobs" "config" $root.Values.jobs.config) | sha256sum }}
+spec:
+  restartPolicy: Never
+  serviceAccountName: {{ include "recsys.jobs.name" $root }}
+  automountServiceAccountToken: false
+  {{- with include "recsys.imagePullSecrets" $root }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  securityContext:
+    {{- include "recsys.podSecurityContext" $root.Values.jobs | nindent 4 }}
+  {{- if gt (len $steps) 1 }}
+  initContainers:
+    {{- range initial $steps }}
+    - {{ include "recsys.jobs.container" (dict "root" $root "step" .) | indent 6 | trim }}
+    {{- end }}
+  {{- end }}
+  containers:
+    - {{ include "recsys.jobs.container" (dict "root" $root "step" (last $steps)) | indent 6 | trim }}
+  volumes:
+    {{- include "recsys.volumes" (dict "root" $root) | nindent 4 }}
+  {{- with $root.Values.jobs.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.jobs.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+
+{{/* Steps left after skipping: how many (to leave out a job with nothing to do). */}}
+{{- define "recsys.jobs.stepCount" -}}
+{{- $root := .root -}}
+{{- $n := 0 -}}
+{{- range .steps }}{{ if include "recsys.jobs.keepStep" (dict "root" $root "step" .) }}{{ $n = add1 $n }}{{ end }}{{ end -}}
+{{- $n -}}
+{{- end -}}

