@@ -60,12 +60,12 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 def genre_lists(values) -> list[list[str]]:
-    """Any column of genre sequences (lists, numpy arrays, None) -> Python lists of str."""
-    return [[str(g) for g in v] if v is not None and not _is_na(v) else [] for v in values]
+    """Any column of genre sequences (lists, numpy arrays, None/NaN/NA) -> Python lists of str."""
+    return [[] if _is_missing(v) else [str(g) for g in v] for v in values]
 
 
-def _is_na(value) -> bool:
-    return isinstance(value, float) and np.isnan(value)
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def validate(ds: Dataset) -> None:
@@ -96,8 +96,12 @@ def validate(ds: Dataset) -> None:
         actual = frames[label][column].dtype
         if actual != dtype:
             raise DataError(f"{where}: {label}.{column} has dtype {actual}, expected {dtype}")
-    for label, column in (("interactions", "user_id"), ("interactions", "item_id"), ("items", "item_id"),
-                          ("users", "user_id")):
+    for label, column in (
+        ("interactions", "user_id"),
+        ("interactions", "item_id"),
+        ("items", "item_id"),
+        ("users", "user_id"),
+    ):
         if frames[label][column].isna().any():
             raise DataError(f"{where}: {label}.{column} has missing values")
     if not inter["timestamp"].is_monotonic_increasing:
