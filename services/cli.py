@@ -16,6 +16,12 @@ COMMAND_MODULES = (
     "recsys.common.config_commands",
     "recsys.common.protogen",
     "recsys.training.data.commands",
+    "recsys.training.commands",
+    "recsys.monitoring.commands",
+    "recsys.ranking.commands",
+    "recsys.features.commands",
+    "recsys.gateway.commands",
+    "recsys.candidates.commands",
 )
 
 
