@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "recsys.ranking.commands",
     "recsys.features.commands",
     "recsys.gateway.commands",
+    "recsys.stack.commands",
     "recsys.candidates.commands",
 )
 

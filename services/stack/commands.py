@@ -1,0 +1,52 @@
+"""`recsys serve` (every service, supervised) and `recsys demo` (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from recsys.common import config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from recsys.stack.local import StackConfig, start_stack
+
+    cfg = StackConfig.default(Path(config.VAR_DIR.str()), config.KAFKA_BOOTSTRAP.str())
+    supervisor = start_stack(cfg)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print("serving: " + ", ".join(f"{name} {cfg.address(name)}" for name in cfg.ports), flush=True)
+    try:
+        stop.wait()
+    finally:
+        supervisor.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from recsys.stack.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(
+        var_dir=Path(config.VAR_DIR.str()).resolve(), kafka_bootstrap=config.KAFKA_BOOTSTRAP.str(),
+        users=args.users, items=args.items, interactions=args.interactions, seed=args.seed, seconds=args.seconds,
+        concurrency=args.concurrency, keep_running=args.keep_running, data=args.data,
+    ))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="start every service on embedded defaults and keep them up")
+    serve.set_defaults(func=_serve)
+    demo = subparsers.add_parser("demo", help="the main job: data, training, every service, traffic, live CTR")
+    demo.add_argument("--data", help="use this dataset folder instead of generating one")
+    demo.add_argument("--users", type=int, default=3000)
+    demo.add_argument("--items", type=int, default=2000)
+    demo.add_argument("--interactions", type=int, default=150_000)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long the traffic simulator runs")
+    demo.add_argument("--concurrency", type=int, default=4)
+    demo.add_argument("--keep-running", action="store_true", help="keep the services up after the summary")
+    demo.set_defaults(func=_demo)

@@ -1,0 +1,109 @@
+"""The local stack: every service as its own process on 127.0.0.1, with embedded defaults
+(Milvus Lite, the SQLite online store, a local Ray, the local Kafka)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from recsys.common.clients import insecure_channel
+from recsys.common.healthcheck import check
+from recsys.stack.supervisor import ServiceSpec, Supervisor
+from recsys.v1 import ranking_pb2, ranking_pb2_grpc
+
+SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StackConfig:
+    """Ports, folders and the broker of one local stack."""
+
+    var_dir: Path
+    models_dir: Path
+    kafka_bootstrap: str
+    ports: dict[str, int]
+    extra_env: dict[str, str] | None = None
+
+    @classmethod
+    def default(cls, var_dir: Path, kafka_bootstrap: str, fixed_ports: bool = True) -> StackConfig:
+        base = {"gateway": 50051, "features": 50052, "candidates": 50053, "ranking": 50054, "monitoring": 50055}
+        ports = base if fixed_ports else {name: free_port() for name in base}
+        return cls(var_dir, var_dir / "models", kafka_bootstrap, ports)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every service process gets."""
+        env = {
+            "RECSYS_VAR_DIR": str(self.var_dir),
+            "RECSYS_MODELS_DIR": str(self.models_dir),
+            "RECSYS_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "RECSYS_BIND_HOST": "127.0.0.1",
+            "RECSYS_FEATURES_ADDR": self.address("features"),
+            "RECSYS_CANDIDATES_ADDR": self.address("candidates"),
+            "RECSYS_RANKING_ADDR": self.address("ranking"),
+            "RECSYS_MONITORING_ADDR": self.address("monitoring"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        for name, port in self.ports.items():
+            env[f"RECSYS_{name.upper()}_PORT"] = str(port)
+        env.update(self.extra_env or {})
+        return env
+
+
+def _grpc_ready(address: str) -> bool:
+    return check(address, timeout_s=1.0)[0]
+
+
+def _ranking_ready(address: str) -> bool:
+    with insecure_channel(address) as channel:
+        stub = ranking_pb2_grpc.RankingServiceStub(channel)
+        try:
+            reply = stub.ListModels(ranking_pb2.ListModelsRequest(), timeout=2.0,
+                                    metadata=(("application", "ranking"),))
+        except grpc.RpcError:
+            return False
+    return len(reply.models) > 0
+
+
+def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
+    """How to start and probe each service, in start order (callees before the gateway)."""
+    env = cfg.env()
+    specs = []
+    for name in SERVICES:
+        address = cfg.address(name)
+        probe = (lambda a=address: _ranking_ready(a)) if name == "ranking" else (lambda a=address: _grpc_ready(a))
+        specs.append(ServiceSpec(
+            name=name,
+            argv=[sys.executable, "-m", "recsys.cli", name, "serve"],
+            env=env,
+            ready=probe,
+            ready_timeout_s=180.0 if name == "ranking" else 120.0,
+        ))
+    return specs
+
+
+def start_stack(cfg: StackConfig, watch: bool = True) -> Supervisor:
+    """Start every service and wait until each is ready; on failure stop what was started."""
+    supervisor = Supervisor(cfg.var_dir / "logs", restart=watch)
+    try:
+        for spec in service_specs(cfg):
+            supervisor.start(spec, wait=False)
+        for name in SERVICES:
+            supervisor.wait_ready(name)
+    except BaseException:
+        supervisor.stop()
+        raise
+    supervisor.watch()
+    return supervisor
