@@ -3,6 +3,8 @@
 #
 #   deploy/local/kafka.sh install|start|stop|status [--port N] [--controller-port N] [--state-dir DIR]
 #                                                    [--partitions N] [--watch-pid PID]
+#                                                    [--sasl-port N] [--ssl-port N] [--scram-users U=P,...]
+#                                                    [--tls-dir DIR]
 #
 # Environment (flags win):
 #   KAFKA_PORT             client listener port                      (default 9092)
@@ -15,6 +17,18 @@
 #                          fewer threads and faster start-up on a small machine)
 #   KAFKA_WATCH_PID        with `start`: stop the server once this PID is gone (tests pass their own)
 #   KAFKA_READY_TIMEOUT_S  seconds `start` waits for readiness       (default 60)
+#   KAFKA_SASL_PORT        a SASL_PLAINTEXT listener (SCRAM-SHA-512) on this port          (default: none)
+#   KAFKA_SSL_PORT         a SASL_SSL listener (SCRAM-SHA-512 over TLS) on this port       (default: none)
+#   KAFKA_SCRAM_USERS      SCRAM users of those listeners, name=password[,...] (letters, digits, . _ -)
+#                          (default recsys=recsys-secret)
+#   KAFKA_TLS_DIR          server-keystore.pem + ca.crt from deploy/local/certs.sh, made there when missing
+#                          (default <repo>/var/tls)
+#
+# The PLAINTEXT listener (--port) always stays: the broker's own traffic and the readiness check use it. Clients
+# of the SASL listeners set RECSYS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT (or SASL_SSL with
+# RECSYS_KAFKA_SSL_CAFILE=<tls dir>/ca.crt), RECSYS_KAFKA_SASL_USERNAME and RECSYS_KAFKA_SASL_PASSWORD. Users are
+# added when the storage is formatted; when --scram-users changes for an existing state dir they are upserted
+# after start (with the repo's .venv and kafka-python).
 #
 # `start` formats the storage once, starts the JVM detached with a pidfile, and returns only when a Kafka
 # Metadata request on the client port lists this broker; otherwise it stops the JVM and prints the log tail.
@@ -33,6 +47,10 @@ HEAP="${KAFKA_HEAP:--Xms128m -Xmx512m}"
 JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}"
 READY_TIMEOUT_S="${KAFKA_READY_TIMEOUT_S:-60}"
 WATCH_PID="${KAFKA_WATCH_PID:-}"
+SASL_PORT="${KAFKA_SASL_PORT:-}"
+SSL_PORT="${KAFKA_SSL_PORT:-}"
+SCRAM_USERS="${KAFKA_SCRAM_USERS:-recsys=recsys-secret}"
+TLS_DIR="${KAFKA_TLS_DIR:-$REPO/var/tls}"
 STOP_TIMEOUT_S=30
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 2; }
@@ -46,6 +64,10 @@ while [[ $# -gt 0 ]]; do
     --state-dir) STATE_DIR="$2"; shift 2 ;;
     --watch-pid) WATCH_PID="$2"; shift 2 ;;
     --partitions) PARTITIONS="$2"; shift 2 ;;
+    --sasl-port) SASL_PORT="$2"; shift 2 ;;
+    --ssl-port) SSL_PORT="$2"; shift 2 ;;
+    --scram-users) SCRAM_USERS="$2"; shift 2 ;;
+    --tls-dir) TLS_DIR="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "kafka.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -57,6 +79,8 @@ LOGFILE="$STATE_DIR/kafka.log"
 CONFIG="$STATE_DIR/server.properties"
 DATA_DIR="$STATE_DIR/data"
 STAMP="$LIB_DIR/.installed"
+TLS_DIR="$(realpath -m "$TLS_DIR")"
+USERS_STAMP="$STATE_DIR/scram-users.sha256"
 
 PYTHON="$(command -v python3 || true)"
 [[ -n "$PYTHON" ]] || PYTHON="$REPO/.venv/bin/python"
@@ -99,17 +123,87 @@ cmd_install() {
   exec 9>&-
 }
 
+# SCRAM users as "name password" lines; exits on a malformed entry.
+scram_users() {
+  local entry name password
+  IFS=',' read -r -a entries <<<"$SCRAM_USERS"
+  for entry in "${entries[@]}"; do
+    [[ -n "$entry" ]] || continue
+    name="${entry%%=*}"; password="${entry#*=}"
+    if [[ "$entry" != *=* || ! "$name" =~ ^[A-Za-z0-9._-]+$ || ! "$password" =~ ^[A-Za-z0-9._-]+$ ]]; then
+      echo "kafka.sh: --scram-users entries are name=password (letters, digits, . _ -)" >&2
+      exit 2
+    fi
+    echo "$name $password"
+  done
+}
+
+secured() { [[ -n "$SASL_PORT" || -n "$SSL_PORT" ]]; }
+
+listeners() {
+  local out="PLAINTEXT://127.0.0.1:$PORT"
+  if [[ -n "$SASL_PORT" ]]; then out="$out,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"; fi
+  if [[ -n "$SSL_PORT" ]]; then out="$out,SASL_SSL://127.0.0.1:$SSL_PORT"; fi
+  echo "$out"
+}
+
+write_security_config() {
+  secured || return 0
+  local jaas="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  echo "# SASL listeners: SCRAM-SHA-512 users from the cluster metadata (kafka.sh --scram-users)."
+  echo "sasl.enabled.mechanisms=SCRAM-SHA-512"
+  if [[ -n "$SASL_PORT" ]]; then echo "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$jaas"; fi
+  if [[ -n "$SSL_PORT" ]]; then
+    echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=$jaas"
+    echo "ssl.keystore.type=PEM"
+    echo "ssl.keystore.location=$TLS_DIR/server-keystore.pem"
+    echo "ssl.truststore.type=PEM"
+    echo "ssl.truststore.location=$TLS_DIR/ca.crt"
+  fi
+}
+
+# After start: when the users differ from those the storage was formatted (or last upserted) with, upsert them.
+ensure_scram_users() {
+  secured || return 0
+  local want
+  want="$(scram_users | sha256sum | cut -d' ' -f1)"
+  [[ -f "$USERS_STAMP" && "$(cat "$USERS_STAMP")" == "$want" ]] && return 0
+  local venv_python="$REPO/.venv/bin/python"
+  if ! scram_users | "$venv_python" -c "$UPSERT_USERS" "$PORT" 2>"$STATE_DIR/scram.log"; then
+    echo "kafka.sh: could not add the SCRAM users (needs $venv_python with kafka-python):" >&2
+    tail -n 5 "$STATE_DIR/scram.log" >&2
+    return 1
+  fi
+  echo "$want" >"$USERS_STAMP"
+}
+
+UPSERT_USERS='
+import sys
+from kafka import KafkaAdminClient
+from kafka.admin import UserScramCredentialUpsertion
+
+users = [line.split(" ", 1) for line in sys.stdin.read().splitlines() if line.strip()]
+admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}")
+try:
+    errors = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion(name, "SCRAM-SHA-512", password) for name, password in users])
+finally:
+    admin.close()
+bad = {user: error for user, error in errors.items() if error}
+sys.exit(f"SCRAM upsert failed: {bad}" if bad else 0)
+'
+
 write_config() {
   cat >"$CONFIG" <<EOF
 # Generated by deploy/local/kafka.sh at every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$(listeners),CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=$(listeners)
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$DATA_DIR
 # One node: every replication factor is 1.
 default.replication.factor=1
@@ -132,6 +226,7 @@ background.threads=2
 num.recovery.threads.per.data.dir=1
 log.retention.hours=72
 EOF
+  write_security_config >>"$CONFIG"
 }
 
 cmd_start() {
@@ -142,16 +237,27 @@ cmd_start() {
     return 0
   fi
   rm -f "$PIDFILE"
+  if secured; then scram_users >/dev/null; fi  # exits here on a malformed --scram-users
   cmd_install
+  if [[ -n "$SSL_PORT" && ! -s "$TLS_DIR/server-keystore.pem" ]]; then
+    "$HERE/certs.sh" --out "$TLS_DIR" >&2
+  fi
   write_config
   local cp="$LIB_DIR/*"
   local log4j="-Dlog4j2.configurationFile=$HERE/kafka/log4j2.properties"
   if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
     local cluster_id
     cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    local scram=() name password
+    if secured; then
+      while read -r name password; do
+        scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$password]")
+      done < <(scram_users)
+    fi
     java -Xmx256m -XX:TieredStopAtLevel=1 "$log4j" -cp "$cp" kafka.tools.StorageTool format --ignore-formatted \
-      -t "$cluster_id" -c "$CONFIG" >"$STATE_DIR/format.log" 2>&1 \
+      -t "$cluster_id" -c "$CONFIG" "${scram[@]}" >"$STATE_DIR/format.log" 2>&1 \
       || { echo "kafka: storage format failed:" >&2; tail -n 30 "$STATE_DIR/format.log" >&2; exit 1; }
+    if secured; then scram_users | sha256sum | cut -d' ' -f1 >"$USERS_STAMP"; fi
   fi
   local started=$SECONDS
   # setsid: the broker survives the caller's terminal; the inner shell writes its own PID (atomically),
@@ -171,7 +277,8 @@ cmd_start() {
       exit 1
     fi
     if [[ -n "$pid" ]] && metadata_ok; then
-      echo "kafka: ready on 127.0.0.1:$PORT (pid $pid, $((SECONDS - started)) s)"
+      ensure_scram_users || { cmd_stop >&2 || true; exit 1; }
+      echo "kafka: ready on $(listeners) (pid $pid, $((SECONDS - started)) s)"
       return 0
     fi
     sleep 0.3

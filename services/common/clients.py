@@ -1,4 +1,8 @@
-"""gRPC client channels with the project's defaults (message limits, keepalive, request ids)."""
+"""gRPC client channels with the project's defaults (message limits, keepalive, request ids).
+
+`channel(target)` (alias `secure_or_insecure_channel`) follows RECSYS_TLS_*: TLS, and mutual TLS when a client
+certificate is configured, else plaintext; `insecure_channel` is always plaintext.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import grpc
 
 from recsys.common import config
 from recsys.common.interceptors import REQUEST_ID_HEADER
+from recsys.common.tls import TlsConfig
 
 
 def channel_options(max_message_bytes: int | None = None) -> list[tuple[str, int]]:
@@ -26,14 +31,31 @@ def insecure_channel(target: str) -> grpc.Channel:
     return grpc.insecure_channel(target, options=channel_options())
 
 
+def channel(target: str, tls: TlsConfig | None = None, server_name: str | None = None) -> grpc.Channel:
+    """A channel to target ("host:port"): TLS when `tls` (default: RECSYS_TLS_* from the environment) configures a
+    CA or a client certificate and target is not one of its plaintext targets; plaintext otherwise.
+    `server_name` (or RECSYS_TLS_SERVER_NAME) replaces the host name checked in the server's certificate."""
+    tls = TlsConfig.from_env() if tls is None else tls
+    if not tls.uses_tls_for(target):
+        return insecure_channel(target)
+    options: list[tuple[str, int | str]] = list(channel_options())
+    name = server_name or tls.server_name
+    if name:
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.secure_channel(target, tls.channel_credentials(), options=options)
+
+
+secure_or_insecure_channel = channel
+
+
 def request_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying the request id across hops."""
     return ((REQUEST_ID_HEADER, request_id or uuid.uuid4().hex),)
 
 
-def wait_ready(target: str, timeout_s: float = 30.0) -> None:
-    """Block until a channel to target is READY or raise TimeoutError."""
-    with insecure_channel(target) as ch:
+def wait_ready(target: str, timeout_s: float = 30.0, tls: TlsConfig | None = None) -> None:
+    """Block until a channel to target (see `channel`) is READY or raise TimeoutError."""
+    with channel(target, tls) as ch:
         try:
             grpc.channel_ready_future(ch).result(timeout=timeout_s)
         except grpc.FutureTimeoutError as exc:

@@ -99,3 +99,71 @@ RANKING_ADDR = declare("RECSYS_RANKING_ADDR", "127.0.0.1:50054", "Ranking servic
 MONITORING_ADDR = declare("RECSYS_MONITORING_ADDR", "127.0.0.1:50055", "Monitoring service address (host:port)")
 RANKING_APP = declare("RECSYS_RANKING_APP", "ranking", "Ray Serve application name of the ranker")
 MODELS_DIR = declare("RECSYS_MODELS_DIR", "var/models", "Model registry root (versioned folders + `latest`)")
+
+# Transport security of every gRPC server and client (services/common/tls.py); all empty = plaintext.
+TLS_CERT = declare(
+    "RECSYS_TLS_CERT", "", "PEM certificate (chain) this process presents as a gRPC server and, with mTLS, as a "
+    "client; with RECSYS_TLS_KEY it turns TLS on (empty = plaintext)"
+)
+TLS_KEY = declare("RECSYS_TLS_KEY", "", "PEM private key of RECSYS_TLS_CERT")
+TLS_CA = declare(
+    "RECSYS_TLS_CA", "", "PEM CA bundle: verifies client certificates (mTLS) and the servers this process calls "
+    "(empty = the system roots when calling a TLS server)"
+)
+TLS_CLIENT_AUTH = declare(
+    "RECSYS_TLS_CLIENT_AUTH", "none", "none = server TLS only; require = mutual TLS: refuse peers without a "
+    "certificate signed by RECSYS_TLS_CA"
+)
+TLS_SERVER_NAME = declare(
+    "RECSYS_TLS_SERVER_NAME", "", "Host name clients check in server certificates instead of the target's host"
+)
+TLS_PLAINTEXT_TARGETS = declare(
+    "RECSYS_TLS_PLAINTEXT_TARGETS", "", "Comma-separated host:port targets called in plaintext although TLS is "
+    "on (e.g. the Ray Serve gRPC proxy, which has no TLS)"
+)
+
+# Authentication of the public surface (services/common/auth.py): RecommendService, EventService,
+# MonitoringService. Internal services rely on mTLS.
+AUTH_MODE = declare(
+    "RECSYS_AUTH_MODE", "off", "Authentication of the public RPCs: off, api_key, jwt or any (API key or JWT)"
+)
+AUTH_KEYS_FILE = declare(
+    "RECSYS_AUTH_KEYS_FILE", "", "JSON file of API keys {keys: [{id, hash, scopes, rate_per_s, burst}]} "
+    "(hashes only; `recsys auth new-key` writes it); re-read when it changes"
+)
+AUTH_KEYS = declare("RECSYS_AUTH_KEYS", "", "The same API key document inline (e.g. from a Secret)")
+AUTH_JWT_SECRET = declare("RECSYS_AUTH_JWT_SECRET", "", "HS256 secret of bearer tokens (at least 32 bytes)")
+AUTH_JWT_SECRET_FILE = declare("RECSYS_AUTH_JWT_SECRET_FILE", "", "File holding the HS256 secret instead")
+AUTH_JWT_ISSUER = declare("RECSYS_AUTH_JWT_ISSUER", "", "Required `iss` of bearer tokens (empty = not checked)")
+AUTH_JWT_AUDIENCE = declare("RECSYS_AUTH_JWT_AUDIENCE", "", "Required `aud` of bearer tokens (empty = not checked)")
+AUTH_JWT_LEEWAY_S = declare("RECSYS_AUTH_JWT_LEEWAY_S", 30.0, "Clock skew tolerated on `exp` / `nbf` (seconds)")
+
+# Kafka client security, applied to every producer, consumer and admin client (services/common/kafka.py).
+KAFKA_SECURITY_PROTOCOL = declare(
+    "RECSYS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+)
+KAFKA_SASL_MECHANISM = declare(
+    "RECSYS_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+)
+KAFKA_SASL_USERNAME = declare("RECSYS_KAFKA_SASL_USERNAME", "", "SASL user name (SASL_* protocols)")
+KAFKA_SASL_PASSWORD = declare("RECSYS_KAFKA_SASL_PASSWORD", "", "SASL password (from a Secret)")
+KAFKA_SSL_CAFILE = declare(
+    "RECSYS_KAFKA_SSL_CAFILE", "", "PEM CA bundle verifying the brokers (SSL, SASL_SSL; empty = system roots)"
+)
+KAFKA_SSL_CERTFILE = declare("RECSYS_KAFKA_SSL_CERTFILE", "", "PEM client certificate for brokers requiring mTLS")
+KAFKA_SSL_KEYFILE = declare("RECSYS_KAFKA_SSL_KEYFILE", "", "PEM private key of RECSYS_KAFKA_SSL_CERTFILE")
+KAFKA_SSL_CHECK_HOSTNAME = declare(
+    "RECSYS_KAFKA_SSL_CHECK_HOSTNAME", True, "Check the broker's host name against its certificate"
+)
+
+# Per-key rate limits of the gateway's public RPCs (services/common/ratelimit.py).
+GATEWAY_RATE_LIMIT_RPS = declare(
+    "RECSYS_GATEWAY_RATE_LIMIT_RPS", 0.0, "Requests per second per API key (or per client address without auth) "
+    "before RESOURCE_EXHAUSTED; per gateway replica; 0 = no limit. A key's rate_per_s overrides it", "gateway"
+)
+GATEWAY_RATE_LIMIT_BURST = declare(
+    "RECSYS_GATEWAY_RATE_LIMIT_BURST", 0.0, "Token bucket size per key (0 = one second of the rate)", "gateway"
+)
+GATEWAY_RATE_LIMIT_MAX_KEYS = declare(
+    "RECSYS_GATEWAY_RATE_LIMIT_MAX_KEYS", 10000, "Buckets kept (least recently used dropped first)", "gateway"
+)

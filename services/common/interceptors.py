@@ -92,3 +92,23 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
                 extra={"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)},
             )
             request_id_var.reset(token)
+
+
+def wrap_behaviour(handler: grpc.RpcMethodHandler, around: Callable[[Callable, Any, grpc.ServicerContext], Any]) -> Any:
+    """A copy of `handler` whose behaviour runs as `around(inner, request, context)`, for any of the four RPC
+    kinds (for server interceptors that check a call before the servicer runs)."""
+    kinds = (
+        ("unary_unary", grpc.unary_unary_rpc_method_handler),
+        ("unary_stream", grpc.unary_stream_rpc_method_handler),
+        ("stream_unary", grpc.stream_unary_rpc_method_handler),
+        ("stream_stream", grpc.stream_stream_rpc_method_handler),
+    )
+    for attribute, make in kinds:
+        inner = getattr(handler, attribute)
+        if inner is not None:
+            return make(
+                lambda request, context, inner=inner: around(inner, request, context),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler

@@ -3,6 +3,10 @@
 
 Messages on every topic are serialized `recsys.v1` protobufs keyed by the UTF-8 user id, so one user's
 events stay ordered within a partition.
+
+Every client made here (producer, consumer, admin) gets the security settings of RECSYS_KAFKA_SECURITY_PROTOCOL
+and friends (`security_config`): SASL (SCRAM-SHA-512 by default) and / or TLS; plaintext by default. Code that
+builds kafka-python clients itself should pass `**client_config()`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.serializer import Serializer
 
-from recsys.common.config import KAFKA_BOOTSTRAP, KAFKA_DLQ_TOPIC
+from recsys.common import config as settings
+from recsys.common.config import KAFKA_BOOTSTRAP, KAFKA_DLQ_TOPIC, ConfigError
 from recsys.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,9 @@ DLQ_HEADERS = ("dlq.topic", "dlq.partition", "dlq.offset", "dlq.error")
 
 _TOPIC_ALREADY_EXISTS = 36
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
 
 class UndecodableMessage(ValueError):
     """A record's value is not a valid serialized message of the expected type."""
@@ -47,6 +55,39 @@ def servers(bootstrap: str | None = None) -> list[str]:
     """Bootstrap servers as a list: `bootstrap` or RECSYS_KAFKA_BOOTSTRAP, comma separated."""
     raw = bootstrap if bootstrap is not None else KAFKA_BOOTSTRAP.str()
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def security_config() -> dict[str, object]:
+    """kafka-python security settings from RECSYS_KAFKA_SECURITY_PROTOCOL, RECSYS_KAFKA_SASL_* and
+    RECSYS_KAFKA_SSL_*; raises ConfigError for an unknown protocol or mechanism, or missing SASL credentials."""
+    protocol = settings.KAFKA_SECURITY_PROTOCOL.str().strip().upper() or "PLAINTEXT"
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"RECSYS_KAFKA_SECURITY_PROTOCOL={protocol!r}: one of {', '.join(SECURITY_PROTOCOLS)}")
+    out: dict[str, object] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        mechanism = settings.KAFKA_SASL_MECHANISM.str().strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"RECSYS_KAFKA_SASL_MECHANISM={mechanism!r}: one of {', '.join(SASL_MECHANISMS)}")
+        username, password = settings.KAFKA_SASL_USERNAME.str(), settings.KAFKA_SASL_PASSWORD.str()
+        if not username or not password:
+            raise ConfigError(f"{protocol} needs RECSYS_KAFKA_SASL_USERNAME and RECSYS_KAFKA_SASL_PASSWORD")
+        out.update(sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
+    if protocol in ("SSL", "SASL_SSL"):
+        certfile, keyfile = settings.KAFKA_SSL_CERTFILE.str().strip(), settings.KAFKA_SSL_KEYFILE.str().strip()
+        if bool(certfile) != bool(keyfile):
+            raise ConfigError("RECSYS_KAFKA_SSL_CERTFILE and RECSYS_KAFKA_SSL_KEYFILE must be set together")
+        out.update(
+            ssl_cafile=settings.KAFKA_SSL_CAFILE.str().strip() or None,
+            ssl_certfile=certfile or None,
+            ssl_keyfile=keyfile or None,
+            ssl_check_hostname=settings.KAFKA_SSL_CHECK_HOSTNAME.bool(),
+        )
+    return out
+
+
+def client_config(bootstrap: str | None = None) -> dict[str, object]:
+    """bootstrap_servers plus the security settings: the common arguments of every kafka-python client."""
+    return {"bootstrap_servers": servers(bootstrap), **security_config()}
 
 
 def encode(message: Message) -> bytes:
@@ -89,7 +130,7 @@ def make_producer(bootstrap: str | None = None, *, linger_ms: int = 5, **overrid
     """A producer with acks=all, idempotence and a short linger; retries (idempotent, so no duplicates)
     until delivery_timeout_ms. Values may be protobufs or bytes, keys str or bytes."""
     config = dict(
-        bootstrap_servers=servers(bootstrap),
+        **client_config(bootstrap),
         acks="all",
         enable_idempotence=True,
         retry_backoff_ms=200,
@@ -113,7 +154,7 @@ def make_consumer(
     """A group consumer that never auto-commits (commit after processing), starts at the earliest
     offset when the group has none, and notices dead members within seconds."""
     config = dict(
-        bootstrap_servers=servers(bootstrap),
+        **client_config(bootstrap),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -123,6 +164,11 @@ def make_consumer(
     )
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
+
+
+def make_admin(bootstrap: str | None = None, **overrides) -> KafkaAdminClient:
+    """An admin client with the security settings."""
+    return KafkaAdminClient(**{**client_config(bootstrap), **overrides})
 
 
 def ensure_topics(
@@ -136,7 +182,7 @@ def ensure_topics(
     """Create the topics that do not exist yet (a dict gives partitions per topic); returns the created
     ones after every partition has a leader. Safe to call concurrently."""
     wanted = dict(topics) if isinstance(topics, dict) else {name: partitions for name in topics}
-    admin = KafkaAdminClient(bootstrap_servers=servers(bootstrap), request_timeout_ms=int(timeout_s * 1000))
+    admin = make_admin(bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
         missing = {name: n for name, n in wanted.items() if name not in set(admin.list_topics())}
         created: list[str] = []

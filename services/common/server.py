@@ -3,6 +3,12 @@
 `GrpcServer` adds health (`grpc.health.v1`), reflection, the observability interceptor, message size
 limits and load shedding, binds to the configured host, exposes Prometheus metrics, and drains
 in-flight RPCs on SIGTERM / SIGINT.
+
+Security comes from the options (`ServerOptions.from_env` reads it): TLS or mutual TLS on the port
+(RECSYS_TLS_*, see `recsys.common.tls`) and, for the public services, the authentication interceptor
+(RECSYS_AUTH_*, see `recsys.common.auth`). Both are off by default: plaintext, no credentials.
+Load shedding: beyond `max_concurrent_rpcs` calls in flight (running or queued for a worker) a new call
+is refused at once with RESOURCE_EXHAUSTED instead of queueing.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsys.common import config
+from recsys.common.auth import Authenticator, AuthInterceptor
 from recsys.common.interceptors import ObservabilityInterceptor
 from recsys.common.logs import configure_logging
 from recsys.common.metrics import start_metrics_server
+from recsys.common.tls import TlsConfig
 
 log = logging.getLogger("recsys.server")
 
@@ -42,6 +50,10 @@ class ServerOptions:
     max_message_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
     extra_options: list[tuple[str, Any]] = field(default_factory=list)
+    #: TLS / mTLS of the port; None or without a certificate = plaintext.
+    tls: TlsConfig | None = None
+    #: Credentials checked on the public services' methods; None = no authentication.
+    auth: Authenticator | None = None
 
     @classmethod
     def from_env(cls, port: int) -> ServerOptions:
@@ -53,6 +65,8 @@ class ServerOptions:
             max_concurrent_rpcs=config.GRPC_MAX_CONCURRENT.int(),
             max_message_bytes=config.GRPC_MAX_MESSAGE_BYTES.int(),
             shutdown_grace_s=config.SHUTDOWN_GRACE_S.float(),
+            tls=TlsConfig.from_env(),
+            auth=Authenticator.from_env(),
         )
 
 
@@ -65,14 +79,21 @@ class GrpcServer:
         registrations: Iterable[Registration],
         full_service_names: Iterable[str],
         options: ServerOptions,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
     ) -> None:
+        """`interceptors` run inside the observability and authentication interceptors (so they see the
+        caller: `recsys.common.auth.current_principal()`), in the order given."""
         self.service_name = service_name
         self.options = options
         self.full_service_names = list(full_service_names)
         self._stopped = threading.Event()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix=service_name),
-            interceptors=[ObservabilityInterceptor(service_name)],
+            interceptors=[
+                ObservabilityInterceptor(service_name),
+                *([AuthInterceptor(options.auth)] if options.auth is not None else []),
+                *interceptors,
+            ],
             maximum_concurrent_rpcs=options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_send_message_length", options.max_message_bytes),
@@ -88,7 +109,12 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*self.full_service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
-        self.port = self._server.add_insecure_port(f"{options.host}:{options.port}")
+        self.secure = options.tls is not None and options.tls.server_enabled
+        bind = f"{options.host}:{options.port}"
+        if self.secure:
+            self.port = self._server.add_secure_port(bind, options.tls.server_credentials())
+        else:
+            self.port = self._server.add_insecure_port(bind)
         if self.port == 0:
             raise RuntimeError(f"could not bind {options.host}:{options.port}")
         self.metrics_port: int | None = None
@@ -106,7 +132,12 @@ class GrpcServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
-            extra={"service": self.service_name, "address": self.address, "metrics_port": self.metrics_port},
+            extra={
+                "service": self.service_name, "address": self.address, "metrics_port": self.metrics_port,
+                "tls": "mtls" if self.secure and self.options.tls.require_client_cert else
+                       "tls" if self.secure else "plaintext",
+                "auth": self.options.auth is not None,
+            },
         )
         return self
 

@@ -11,6 +11,7 @@ import grpc
 from recsys.common import config
 from recsys.common.errors import InvalidArgument
 from recsys.common.interceptors import request_id_from
+from recsys.common.ratelimit import KeyedRateLimiter, RateLimitInterceptor
 from recsys.common.server import GrpcServer, ServerOptions
 from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
 from recsys.gateway.pipeline import Outcome, Recommender
@@ -108,8 +109,10 @@ class EventServicer(events_pb2_grpc.EventServiceServicer):
 def build_server(
     settings: GatewaySettings, recommender: Recommender, publisher: AsyncPublisher, producer: SyncProducer
 ) -> GrpcServer:
-    """The gateway's GrpcServer (not started)."""
+    """The gateway's GrpcServer (not started): authentication from RECSYS_AUTH_* (in the bootstrap), then the
+    per-key rate limit of RECSYS_GATEWAY_RATE_LIMIT_* on both services."""
     recommend = RecommendServicer(recommender, publisher, settings)
+    limiter = KeyedRateLimiter.from_env()
     events = EventServicer(producer)
     return GrpcServer(
         "gateway",
@@ -122,4 +125,5 @@ def build_server(
             events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         ],
         ServerOptions.from_env(settings.port),
+        interceptors=[RateLimitInterceptor(limiter)] if limiter is not None else [],
     )

@@ -29,13 +29,13 @@ from recsys.training.ids import IdIndex
 @dataclass
 class TwoTowerConfig:
     dim: int = 64
-    hidden: int = 256
-    temperature: float = 0.07
-    epochs: int = 12
+    hidden: int = 128
+    temperature: float = 0.1
+    epochs: int = 8
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 1e-6
-    history_len: int = 50
+    history_len: int = 30
     id_dropout: float = 0.1
     seed: int = 0
 
@@ -258,7 +258,7 @@ def train_two_tower(
             loss.backward()
             opt.step()
             sched.step()
-            running += float(loss)
+            running += float(loss.detach())
             bar.update(1)
         bar.set_postfix(epoch=epoch + 1, loss=f"{running / steps:.3f}")
     bar.close()

@@ -101,9 +101,68 @@ RECSYS_ONLINE_STORE: "redis"
 RECSYS_MILVUS_URI: {{ include "recsys.milvus.uri" . | quote }}
 {{- end -}}
 
+{{/*
+Security settings of one workload, (dict "root" $ "component" "gateway"): TLS paths on the gRPC services (the
+Secret of global.tls is mounted there), authentication on the public ones (gateway, monitoring), the Kafka CA.
+*/}}
+{{- define "recsys.env.security" -}}
+{{- $sec := include "recsys.security" (dict "root" .root "component" .component) | fromYaml -}}
+RECSYS_TLS_CERT: {{ ternary (printf "%s/tls.crt" $sec.tlsDir) "" $sec.tls | quote }}
+RECSYS_TLS_KEY: {{ ternary (printf "%s/tls.key" $sec.tlsDir) "" $sec.tls | quote }}
+RECSYS_TLS_CA: {{ ternary (printf "%s/ca.crt" $sec.tlsDir) "" $sec.tls | quote }}
+RECSYS_TLS_CLIENT_AUTH: {{ ternary $sec.clientAuth "none" $sec.tls | quote }}
+{{- /* Ray Serve's gRPC proxy (the ranking service) has no TLS: it is called in plaintext. */}}
+RECSYS_TLS_PLAINTEXT_TARGETS: {{ ternary (include "recsys.address.for" (dict "root" .root "component" "ranking")) "" $sec.tls | quote }}
+RECSYS_AUTH_MODE: {{ $sec.authMode | quote }}
+RECSYS_AUTH_KEYS_FILE: {{ ternary (printf "%s/keys.json" $sec.authDir) "" (has $sec.authMode (list "api_key" "any")) | quote }}
+RECSYS_AUTH_JWT_SECRET_FILE: {{ ternary (printf "%s/jwt-secret" $sec.authDir) "" (has $sec.authMode (list "jwt" "any")) | quote }}
+RECSYS_AUTH_JWT_ISSUER: {{ $sec.jwtIssuer | quote }}
+RECSYS_AUTH_JWT_AUDIENCE: {{ $sec.jwtAudience | quote }}
+RECSYS_KAFKA_SSL_CAFILE: {{ ternary (printf "%s/%s" $sec.kafkaCaDir $sec.kafkaCaKey) "" (ne $sec.kafkaCaSecret "") | quote }}
+{{- end -}}
+
+{{/*
+What global.tls, global.auth and global.kafka mean for one workload (dict "root" $ "component" "gateway"), as
+YAML: tls (bool), tlsDir, tlsSecret, clientAuth, authMode, authDir, authSecret, jwtIssuer, jwtAudience,
+kafkaCaSecret, kafkaCaKey, kafkaCaDir. The gRPC services get TLS; the gateway and monitoring (the public
+surface) get authentication; every workload gets the Kafka CA when the protocol is SSL / SASL_SSL.
+*/}}
+{{- define "recsys.security" -}}
+{{- $g := .root.Values.global | default dict -}}
+{{- $tls := $g.tls | default dict -}}
+{{- $auth := $g.auth | default dict -}}
+{{- $kafka := $g.kafka | default dict -}}
+{{- $serves := has .component (list "gateway" "features" "candidates" "ranking" "monitoring") -}}
+{{- $public := has .component (list "gateway" "monitoring") -}}
+{{- $authMode := ternary (toString ($auth.mode | default "off")) "off" $public -}}
+{{- $authSecret := "" -}}
+{{- if ne $authMode "off" -}}
+{{- $authSecret = required "global.auth.existingSecret is required when global.auth.mode is not off (a Secret with keys.json and/or jwt-secret)" $auth.existingSecret -}}
+{{- end -}}
+{{- $kafkaTls := has ($kafka.securityProtocol | default "PLAINTEXT") (list "SSL" "SASL_SSL") -}}
+{{- $kafkaCaSecret := "" -}}
+{{- if and $kafkaTls $kafka.caSecret -}}
+{{- $kafkaCaSecret = $kafka.caSecret -}}
+{{- else if and $kafkaTls (eq ($kafka.mode | default "strimzi") "strimzi") -}}
+{{- $kafkaCaSecret = printf "%s-cluster-ca-cert" (include "recsys.kafka.clusterName" .root) -}}
+{{- end -}}
+tls: {{ and $serves (eq (toString $tls.enabled) "true") }}
+tlsDir: {{ $tls.mountPath | default "/etc/recsys/tls" | quote }}
+tlsSecret: {{ $tls.secretName | default (printf "%s-%s-tls" .root.Release.Name .component | trunc 63 | trimSuffix "-") | quote }}
+clientAuth: {{ ternary ($tls.publicClientAuth | default "none") ($tls.clientAuth | default "require") (eq .component "gateway") | quote }}
+authMode: {{ $authMode | quote }}
+authDir: {{ $auth.mountPath | default "/etc/recsys/auth" | quote }}
+authSecret: {{ $authSecret | quote }}
+jwtIssuer: {{ $auth.jwtIssuer | default "" | quote }}
+jwtAudience: {{ $auth.jwtAudience | default "" | quote }}
+kafkaCaSecret: {{ $kafkaCaSecret | quote }}
+kafkaCaKey: {{ $kafka.caKey | default "ca.crt" | quote }}
+kafkaCaDir: "/etc/recsys/kafka-ca"
+{{- end -}}
+
 {{/* The whole environment of the workload (dict "root" $ "config" <its config map>): a YAML map. */}}
 {{- define "recsys.env.for" -}}
-{{- $defaults := include "recsys.env.defaults" .root | fromYaml -}}
+{{- $defaults := merge (include "recsys.env.security" . | fromYaml) (include "recsys.env.defaults" .root | fromYaml) -}}
 {{- $global := deepCopy ((.root.Values.global).config | default dict) -}}
 {{- $own := deepCopy (.config | default dict) -}}
 {{- toYaml (merge $own $global $defaults) -}}

@@ -1,0 +1,379 @@
+"""Retrieval benchmark: CandidateService.Retrieve top-k over loopback gRPC, recall against exact search.
+
+1. Model: trains the two-tower model (the training package's `train_two_tower`) on a synthetic dataset with
+   --train-items items (default 100k) and writes it as a registry version (cached under --work by its
+   parameters). With --items above --train-items, the catalogue is extended with the items of a second
+   synthetic dataset embedded by the *trained item tower* from their features (its unknown-id row): training
+   with an id table of 1M items is too slow on 2 cores. Users keep their trained towers and histories.
+2. Index: `recsys index` as its own process (build time reported) into Milvus Lite (default) or, with
+   --milvus-server, a Milvus standalone from the `milvus` package started here. That server binds every
+   interface, so this refuses to start it outside a loopback-only network namespace: run
+   `unshare -n sh -c 'ip link set lo up && .venv/bin/python benchmarks/retrieval.py --milvus-server ...'`.
+3. Serve: `recsys candidates serve` as its own process; one client sends --requests Retrieve calls (after
+   a warm-up) for random users, passing their features and recent items as the gateway does.
+4. Recall@k: for each request, the same user vector (`UserEncoder`, same inputs) scored against every item
+   embedding with numpy, the user's recent items excluded as the service excludes them.
+
+Processes started here are stopped by PID on exit. Prints figures, then one JSON object on the last line:
+recall, p50_ms, p99_ms, items, index_build_s, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- the model ------------------------------------------------------------------------------------------------
+def _cached(root: Path, params: dict) -> Path | None:
+    from recsys.training.registry import Registry
+
+    registry = Registry(root)
+    for version in reversed(registry.versions()):
+        if registry.manifest(version).get("benchmark") == params:
+            return registry.path(version)
+    return None
+
+
+def _train_version(root: Path, args: argparse.Namespace) -> Path:
+    """A registry version with the trained two-tower model (cached by parameters)."""
+    import pandas as pd
+    import torch
+
+    from recsys.training.bundle import ModelBundle, save_bundle
+    from recsys.training.data import generate
+    from recsys.training.features import (
+        build_feature_spec,
+        build_item_features,
+        build_user_features,
+        build_user_history,
+    )
+    from recsys.training.ids import IdIndex
+    from recsys.training.registry import Registry
+    from recsys.training.two_tower import TwoTowerConfig, train_two_tower
+
+    params = {"items": args.train_items, "interactions": args.interactions, "epochs": args.epochs, "seed": 0}
+    found = _cached(root, params)
+    if found is not None:
+        _log(f"model: reusing {found}")
+        return found
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    ds = generate(args.interactions, n_items=args.train_items, seed=0)
+    spec = build_feature_spec(ds)
+    user_features, item_features = build_user_features(ds, spec), build_item_features(ds, spec)
+    inter = ds.interactions
+    items = IdIndex(ds.items["item_id"].astype(object))
+    users = IdIndex(pd.unique(inter["user_id"].astype(object)))
+    uf = user_features.set_index(user_features["user_id"].astype(object)).reindex(users.ids)[spec.user_features]
+    _log(f"model: training the two-tower on {len(inter):,} interactions, {len(items):,} items, {len(users):,} users")
+    tt = train_two_tower(
+        users, items, uf.to_numpy(np.float32), item_features[spec.item_features].to_numpy(np.float32),
+        users.lookup(inter["user_id"]), items.lookup(inter["item_id"]), inter["timestamp"].to_numpy(),
+        TwoTowerConfig(epochs=args.epochs),
+    )  # fmt: skip
+    counts = inter["item_id"].astype(object).value_counts().reindex(items.ids).fillna(0).to_numpy(np.float32)
+    bundle = ModelBundle(
+        spec=spec, user_features=user_features, item_features=item_features, user_history=build_user_history(ds, spec),
+        items=tt.items, item_embeddings=tt.item_embeddings(), encoder=tt.encoder(), rankers={}, popularity=counts,
+        two_tower=tt,
+    )  # fmt: skip
+    train_s = round(time.perf_counter() - started, 1)
+    version = Registry(root).create(lambda p: save_bundle(bundle, p), {"benchmark": params, "train_s": train_s})
+    _log(f"model: trained in {train_s}s -> {root / version}")
+    return root / version
+
+
+def _extend_catalogue(trained: Path, root: Path, n_items: int) -> Path:
+    """A version whose catalogue is the trained items plus generated ones embedded by the trained item tower."""
+    import pandas as pd
+    import torch
+
+    from recsys.training.data import generate
+    from recsys.training.features import FeatureSpec, build_item_features
+    from recsys.training.registry import Registry
+    from recsys.training.two_tower import TwoTowerConfig, TwoTowerNet
+
+    params = {"items": n_items, "from": str(trained), "seed": 1}
+    found = _cached(root, params)
+    if found is not None:
+        _log(f"catalogue: reusing {found}")
+        return found
+    started = time.perf_counter()
+    spec = FeatureSpec.from_dict(json.loads((trained / "feature_spec.json").read_text()))
+    tower = trained / "two_tower"
+    cfg = TwoTowerConfig(**json.loads((tower / "config.json").read_text()))
+    trained_ids = json.loads((tower / "item_ids.json").read_text())
+    item_frame = pd.read_parquet(trained / "features" / "item_features.parquet")
+    raw = item_frame.set_index(item_frame["item_id"].astype(object)).reindex(trained_ids)[spec.item_features]
+    raw = raw.fillna(0.0).to_numpy(np.float32)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)  # the standardisation train_two_tower applied
+    with np.load(tower / "user_tower.npz") as arrays:
+        n_users = len(arrays["user_ids"])
+    net = TwoTowerNet(n_users, len(trained_ids), len(spec.user_features), len(spec.item_features), cfg)
+    net.load_state_dict(torch.load(tower / "model.pt"))
+    net.eval()
+
+    extra = n_items - len(trained_ids)
+    _log(f"catalogue: generating {extra:,} more items and embedding them with the trained item tower")
+    ds = generate(max(extra // 3, 10_000), n_items=extra, seed=1)
+    new_ids = ("x" + ds.items["item_id"].astype(str)).tolist()
+    feats = build_item_features(ds, spec)
+    feats["item_id"] = new_ids
+    x = (feats[spec.item_features].to_numpy(np.float32) - mean) / std
+    vectors = []
+    with torch.no_grad():
+        for start in range(0, len(x), 65536):
+            chunk = torch.from_numpy(x[start : start + 65536])
+            vectors.append(net.item_vec(torch.zeros(len(chunk), dtype=torch.long), chunk).numpy())
+    new_emb = np.concatenate(vectors).astype(np.float32)
+    counts = ds.interactions["item_id"].astype(str).value_counts()
+    new_counts = counts.reindex(ds.items["item_id"].astype(str)).fillna(0).to_numpy()
+    new_pop = pd.DataFrame({"item_id": new_ids, "count": new_counts})
+
+    def write(path: Path) -> list[str]:
+        shutil.copytree(trained / "features", path / "features")
+        shutil.copy(trained / "feature_spec.json", path / "feature_spec.json")
+        (path / "two_tower").mkdir()
+        for name in ("user_tower.npz", "config.json", "model.pt"):
+            shutil.copy(tower / name, path / "two_tower" / name)
+        (path / "two_tower" / "item_ids.json").write_text(json.dumps(trained_ids + new_ids))
+        embeddings = np.concatenate([np.load(tower / "item_embeddings.npy"), new_emb])
+        np.save(path / "two_tower" / "item_embeddings.npy", embeddings)
+        pd.concat([item_frame, feats[item_frame.columns]], ignore_index=True).to_parquet(
+            path / "features" / "item_features.parquet", index=False
+        )
+        (path / "popularity").mkdir()
+        pop = pd.concat([pd.read_parquet(trained / "popularity" / "popularity.parquet"), new_pop], ignore_index=True)
+        pop.sort_values("count", ascending=False, kind="stable").to_parquet(path / "popularity" / "popularity.parquet")
+        return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+    version = Registry(root).create(write, {"benchmark": params})
+    _log(f"catalogue: {n_items:,} items in {time.perf_counter() - started:.0f}s -> {root / version}")
+    return root / version
+
+
+# -- Milvus server (optional) --------------------------------------------------------------------------------
+def _loopback_only() -> bool:
+    return sorted(p.name for p in Path("/sys/class/net").iterdir()) == ["lo"]
+
+
+class _MilvusServer:
+    def __init__(self, base: Path) -> None:
+        if not _loopback_only():
+            raise SystemExit(
+                "--milvus-server binds every interface: run this inside a loopback-only network namespace "
+                "(unshare -n sh -c 'ip link set lo up && ...')"
+            )
+        from milvus import MilvusServer
+
+        self.server = MilvusServer()
+        self.server.set_base_dir(str(base))
+        self.server.listen_port = _free_port()
+
+    def __enter__(self) -> str:
+        started = time.perf_counter()
+        self.server.start()
+        _log(f"milvus server: ready in {time.perf_counter() - started:.1f}s")
+        return f"http://127.0.0.1:{self.server.listen_port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+# -- the service ---------------------------------------------------------------------------------------------
+class _Service:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.env, self.log = env, log
+
+    def __enter__(self) -> str:
+        from recsys.common.clients import wait_ready
+
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "recsys.cli", "candidates", "serve", "--port", str(self.port)],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            wait_ready(f"127.0.0.1:{self.port}", timeout_s=300)
+        except BaseException:
+            self.__exit__()
+            raise
+        return f"127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _requests(model_dir: Path, n: int, seed: int) -> list[tuple[str, list[str], list[str], np.ndarray]]:
+    """(user, feature names, recent items most recent first, feature row) for n random users."""
+    import pandas as pd
+
+    from recsys.training.features import FeatureSpec
+
+    spec = FeatureSpec.from_dict(json.loads((model_dir / "feature_spec.json").read_text()))
+    users = pd.read_parquet(model_dir / "features" / "user_features.parquet")
+    history = pd.read_parquet(model_dir / "features" / "user_history.parquet")
+    recent = {str(u): list(h) for u, h in zip(history["user_id"], history["recent_item_ids"], strict=True)}
+    rows = users.set_index(users["user_id"].astype(str))[spec.user_features]
+    picks = np.random.default_rng(seed).choice(len(rows), size=n, replace=True)
+    out = []
+    for i in picks:
+        user = str(rows.index[i])
+        out.append((user, spec.user_features, recent.get(user, [])[::-1], rows.iloc[i].to_numpy(np.float32)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=100_000, help="catalogue size served")
+    parser.add_argument("--train-items", type=int, default=100_000, help="items of the training dataset")
+    parser.add_argument("--interactions", type=int, default=400_000, help="interactions of the training dataset")
+    parser.add_argument("--epochs", type=int, default=3, help="two-tower training epochs")
+    parser.add_argument("--requests", type=int, default=1000, help="timed Retrieve calls")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed calls first")
+    parser.add_argument("--k", type=int, default=300)
+    parser.add_argument("--work", type=Path, default=REPO / "var" / "bench" / "retrieval")
+    parser.add_argument("--milvus-server", action="store_true", help="index into an embedded Milvus standalone")
+    parser.add_argument(
+        "--index-type", default=None, help="RECSYS_MILVUS_INDEX_TYPE (default: FLAT; HNSW with --milvus-server)"
+    )
+    parser.add_argument("--index-params", default=None, help="RECSYS_MILVUS_INDEX_PARAMS JSON")
+    parser.add_argument("--search-params", default=None, help="RECSYS_MILVUS_SEARCH_PARAMS JSON")
+    args = parser.parse_args()
+    args.train_items = min(args.train_items, args.items)
+
+    from google.protobuf.json_format import ParseDict  # noqa: F401  (import cost outside the timings)
+
+    from recsys.common.clients import insecure_channel
+    from recsys.training.two_tower import UserEncoder
+    from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    model_dir = _train_version(args.work / "models", args)
+    if args.items > args.train_items:
+        model_dir = _extend_catalogue(model_dir, args.work / "catalogues", args.items)
+    run = args.work / f"run-{os.getpid()}"
+    run.mkdir()
+    index_type = args.index_type or ("HNSW" if args.milvus_server else "FLAT")
+    index_params = args.index_params or ('{"M": 16, "efConstruction": 200}' if index_type == "HNSW" else "{}")
+    search_params = args.search_params or ('{"ef": 300}' if index_type == "HNSW" else "{}")
+    env = dict(os.environ)
+    env.update(
+        RECSYS_VAR_DIR=str(run),
+        RECSYS_MODELS_DIR=str(model_dir),
+        RECSYS_FEATURES_ADDR="",
+        RECSYS_LOG_LEVEL="WARNING",
+        RECSYS_MILVUS_INDEX_TYPE=index_type,
+        RECSYS_MILVUS_INDEX_PARAMS=index_params,
+        RECSYS_MILVUS_SEARCH_PARAMS=search_params,
+        RECSYS_MILVUS_TIMEOUT_MS="1000",  # measure Milvus, not the fallback
+        RECSYS_CANDIDATES_MAX_K=str(max(1000, args.k)),
+    )
+    server = _MilvusServer(run / "milvus-server") if args.milvus_server else None
+    try:
+        uri = server.__enter__() if server else str(run / "milvus" / "recsys.db")
+        env["RECSYS_MILVUS_URI"] = uri
+        started = time.perf_counter()
+        built = subprocess.run(
+            [sys.executable, "-m", "recsys.cli", "index", "--quiet"], env=env, capture_output=True, text=True
+        )
+        index_wall_s = time.perf_counter() - started
+        if built.returncode != 0:
+            raise SystemExit(f"recsys index failed:\n{built.stderr[-3000:]}")
+        index = json.loads(built.stdout.strip().splitlines()[-1])
+        _log(f"index: {index['items']:,} items, {index['index_type']}, build {index['build_seconds']}s "
+             f"(command {index_wall_s:.1f}s)")  # fmt: skip
+
+        encoder = UserEncoder.load(model_dir / "two_tower")
+        item_ids = np.asarray(json.loads((model_dir / "two_tower" / "item_ids.json").read_text()), dtype=object)
+        item_emb = np.load(model_dir / "two_tower" / "item_embeddings.npy")
+        position = {item: i for i, item in enumerate(item_ids)}
+        calls = _requests(model_dir, args.warmup + args.requests, seed=7)
+        latencies, recalls, degraded = [], [], 0
+        with _Service(env, run / "candidates.log") as address, insecure_channel(address) as channel:
+            stub = candidates_pb2_grpc.CandidateServiceStub(channel)
+            for n, (user, names, recent, row) in enumerate(calls):
+                request = candidates_pb2.RetrieveRequest(
+                    user_id=user,
+                    k=args.k,
+                    recent_item_ids=recent,
+                    user_features=features_pb2.FeatureMatrix(names=names, entity_ids=[user], found=[True], values=row),
+                )
+                t0 = time.perf_counter()
+                response = stub.Retrieve(request, timeout=10)
+                elapsed = time.perf_counter() - t0
+                if n < args.warmup:
+                    continue
+                latencies.append(elapsed)
+                degraded += response.degraded
+                vector = encoder.embed(user, row, recent[::-1])
+                scores = item_emb @ vector
+                seen = [position[i] for i in recent if i in position]
+                scores[seen] = -np.inf
+                exact = set(item_ids[np.argpartition(-scores, args.k)[: args.k]])
+                got = {c.item_id for c in response.candidates}
+                recalls.append(len(exact & got) / args.k)
+    finally:
+        if server:
+            server.__exit__()
+        shutil.rmtree(run, ignore_errors=True)
+    ms = np.asarray(latencies) * 1000.0
+    result = {
+        "recall": round(float(np.mean(recalls)), 4),
+        "recall_min": round(float(np.min(recalls)), 4),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "items": int(index["items"]),
+        "k": args.k,
+        "requests": len(latencies),
+        "degraded": int(degraded),
+        "deployment": "milvus-server-2.3.5" if args.milvus_server else "milvus-lite-2.5.1",
+        "index_type": index["index_type"],
+        "index_params": json.loads(index_params),
+        "search_params": json.loads(search_params),
+        "index_build_s": index["build_seconds"],
+        "index_command_s": round(index_wall_s, 1),
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    print(f"Retrieve top-{args.k} over gRPC, {result['items']:,} items ({result['deployment']}, "
+          f"{result['index_type']}): "
+          f"recall@{args.k} {result['recall']:.4f}, p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+          f"index build {result['index_build_s']}s")  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The feature service: Feast definitions, materialization, the gRPC FeatureService and streaming updates."""

@@ -1,0 +1,97 @@
+"""`recsys materialize` and `recsys features serve | consume`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from recsys.common.errors import CliError, FailedPrecondition
+from recsys.features import settings  # noqa: F401  (declares the service's environment variables)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    mat = subparsers.add_parser(
+        "materialize",
+        help="load the offline feature tables into the Feast online store (incremental by default)",
+    )
+    mat.add_argument("--data", type=Path, default=None,
+                     help="build the offline tables from this dataset first (default: use the tables in "
+                          "RECSYS_FEATURES_OFFLINE_DIR, as the training pipeline wrote them)")
+    mat.add_argument("--views", default="", help="comma-separated feature views (default: all batch views)")
+    mat.add_argument("--full", action="store_true", help="re-materialize every view over its whole time range")
+    mat.set_defaults(func=_materialize)
+
+    features = subparsers.add_parser("features", help="the feature service (Feast online features over gRPC)")
+    sub = features.add_subparsers(dest="features_command", required=True)
+    serve = sub.add_parser("serve", help="serve FeatureService over gRPC")
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default RECSYS_FEATURES_PORT)")
+    serve.set_defaults(func=_serve)
+    consume = sub.add_parser("consume", help="consume the events topic into the streaming features")
+    consume.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default RECSYS_KAFKA_BOOTSTRAP)")
+    consume.set_defaults(func=_consume)
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    from recsys.features import materialize, offline
+    from recsys.features.settings import FeatureSettings
+    from recsys.features.store import StoreConfigError
+
+    cfg = FeatureSettings.from_env()
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    try:
+        if args.data is not None:
+            from recsys.training.data.loaders import load_dataset
+
+            paths = offline.write_offline_tables(load_dataset(args.data), cfg.offline_dir)
+            print(f"wrote {len(paths)} offline tables to {cfg.offline_dir}")
+        report = materialize.materialize(cfg, views or None, full=args.full)
+    except (offline.OfflineTableError, materialize.MaterializeError, StoreConfigError) as exc:
+        raise CliError(str(exc)) from exc
+    modes = ", ".join(f"{view} ({mode})" for view, mode in sorted(report.modes.items()))
+    print(f"materialized up to {report.end:%Y-%m-%d %H:%M:%S} UTC in {report.seconds:.1f}s: {modes}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from recsys.features.server import main
+
+    try:
+        main(port=args.port)
+    except FailedPrecondition as exc:
+        raise CliError(exc.message) from exc
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from recsys.common import config
+    from recsys.common.logs import configure_logging
+    from recsys.features.consumer import EventConsumer
+    from recsys.features.settings import FeatureSettings
+    from recsys.features.store import freeze_heap, open_store
+    from recsys.features.streaming import StreamUpdater
+
+    configure_logging("features-consumer", config.LOG_LEVEL.str())
+    cfg = FeatureSettings.from_env()
+    try:
+        updater = StreamUpdater(open_store(cfg), recent_keep=cfg.recent_keep, dedup_keep=cfg.dedup_keep)
+    except LookupError as exc:
+        raise CliError(str(exc)) from exc
+    consumer = EventConsumer(updater, bootstrap=args.bootstrap)
+    freeze_heap()
+
+    def _stop(signum, _frame) -> None:
+        threading.Thread(target=consumer.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        consumer.run()
+    finally:
+        consumer.close()
+    stats = consumer.stats
+    print(f"consumed: applied {stats.applied}, duplicates {stats.duplicates}, invalid {stats.invalid}, "
+          f"dead-lettered {consumer.loop.dead_lettered}", file=sys.stderr)
+    return 0

@@ -1,0 +1,59 @@
+"""The gRPC surface of the FeatureService (logic in `recsys.features.service`)."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from recsys.common.server import GrpcServer, ServerOptions, run_forever
+from recsys.features import settings as feature_settings
+from recsys.features.service import OnlineFeatures
+from recsys.features.settings import FeatureSettings
+from recsys.features.store import freeze_heap, open_store
+from recsys.v1 import features_pb2, features_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = features_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name
+
+
+class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
+    def __init__(self, online: OnlineFeatures) -> None:
+        self.online = online
+
+    def GetUserFeatures(self, request: features_pb2.GetUserFeaturesRequest, context: grpc.ServicerContext):
+        matrix = self.online.user_features(request.user_id, request.feature_names)
+        return features_pb2.GetUserFeaturesResponse(features=matrix)
+
+    def GetItemFeatures(self, request: features_pb2.GetItemFeaturesRequest, context: grpc.ServicerContext):
+        matrix = self.online.item_features(request.item_ids, request.feature_names)
+        return features_pb2.GetItemFeaturesResponse(features=matrix)
+
+    def GetRecentItems(self, request: features_pb2.GetRecentItemsRequest, context: grpc.ServicerContext):
+        items, found = self.online.recent_items(request.user_id, request.limit)
+        return features_pb2.GetRecentItemsResponse(item_ids=items, found=found)
+
+    def Push(self, request: features_pb2.PushRequest, context: grpc.ServicerContext):
+        result = self.online.push(request.events)
+        return features_pb2.PushResponse(applied=result.applied, duplicates=result.duplicates)
+
+
+def build_server(settings: FeatureSettings | None = None, port: int | None = None) -> GrpcServer:
+    """A FeatureService server over the configured Feast store (registry resolved here, once)."""
+    settings = settings or FeatureSettings.from_env()
+    online = OnlineFeatures(open_store(settings), settings)
+    servicer = FeatureServicer(online)
+    return GrpcServer(
+        "features",
+        [lambda s: features_pb2_grpc.add_FeatureServiceServicer_to_server(servicer, s)],
+        [SERVICE_NAME],
+        ServerOptions.from_env(feature_settings.PORT.int() if port is None else port),
+    )
+
+
+def main(port: int | None = None) -> None:
+    """Serve until SIGTERM / SIGINT."""
+    server = build_server(port=port)
+    freeze_heap()
+    run_forever(server)

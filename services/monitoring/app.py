@@ -1,0 +1,72 @@
+"""The monitoring process: store, Kafka consumer thread, drift worker process and the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from recsys.common import config
+from recsys.common import kafka as rk
+from recsys.common.logs import configure_logging
+from recsys.common.server import GrpcServer, ServerOptions, run_forever
+from recsys.monitoring.consumer import MonitoringConsumer
+from recsys.monitoring.drift_process import DriftProcess
+from recsys.monitoring.server import MonitoringServicer, create_server
+from recsys.monitoring.settings import PORT, MonitoringSettings
+from recsys.monitoring.store import MonitoringStore
+
+log = logging.getLogger("recsys.monitoring")
+
+
+class MonitoringApp:
+    """Everything one monitoring service runs."""
+
+    def __init__(self, settings: MonitoringSettings, options: ServerOptions) -> None:
+        self.settings = settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = MonitoringStore(settings.db_path)
+        self.drift = DriftProcess(settings, self.store)
+        rk.ensure_topics([*settings.topics, settings.dlq_topic], settings.bootstrap)
+        self.consumer = MonitoringConsumer(settings, self.store, on_window_closed=self.drift.notify)
+        self.server: GrpcServer = create_server(MonitoringServicer(self.store, settings), options)
+        self._consumer_thread = threading.Thread(target=self._consume, name="monitoring-consumer", daemon=True)
+        self.failed = False
+
+    def _consume(self) -> None:
+        try:
+            self.consumer.run()
+        except Exception:
+            log.exception("consumer failed; stopping the service")
+            self.failed = True
+            threading.Thread(target=self.server.stop, daemon=True).start()
+
+    def start_background(self) -> None:
+        """Start the drift process and the consumer thread (the gRPC server is started separately)."""
+        self.drift.start()
+        self._consumer_thread.start()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then stop the drift process and close the store."""
+        self.consumer.stop()
+        self._consumer_thread.join(timeout=60)
+        self.consumer.close()
+        self.drift.stop()
+        self.store.close()
+
+
+def main(argv: list[str] | None = None, port: int | None = None) -> int:
+    """Run the monitoring service until SIGTERM / SIGINT; exit code 1 if the consumer failed."""
+    configure_logging("monitoring", config.LOG_LEVEL.str())
+    settings = MonitoringSettings.from_env()
+    app = MonitoringApp(settings, ServerOptions.from_env(PORT.int() if port is None else port))
+    app.start_background()
+    try:
+        run_forever(app.server)
+    finally:
+        app.stop()
+    return 1 if app.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

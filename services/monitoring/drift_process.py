@@ -1,0 +1,145 @@
+"""The drift worker in its own process, so Evidently never competes with ingestion for the GIL.
+
+The child process opens the same SQLite store, reports on closed windows (Evidently, HTML, history) and
+raises the alerts (stored, logged, POSTed). It exits by itself when its parent disappears. The parent
+wakes it when a window closes, restarts it if it dies, and keeps the Prometheus drift gauges and alert
+counters of its own /metrics endpoint current by watching the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+
+from recsys.common import config
+from recsys.common.logs import configure_logging
+from recsys.monitoring.alerts import ALERTS, AlertSink
+from recsys.monitoring.drift import DriftDetector, DriftWorker, Reference, publish_gauges
+from recsys.monitoring.settings import MonitoringSettings
+from recsys.monitoring.store import MonitoringStore
+
+log = logging.getLogger("recsys.monitoring.drift")
+
+
+def load_reference(settings: MonitoringSettings) -> Reference | None:
+    """The configured reference parquet, or the one taken from the first window, or None."""
+    for path in (settings.reference_path, settings.fallback_reference_path):
+        if path.exists():
+            log.info("drift reference", extra={"path": str(path)})
+            return Reference.load(path, settings.reference_max_rows)
+    log.warning(
+        "no drift reference yet: the first closed window becomes the reference",
+        extra={"expected": str(settings.reference_path)},
+    )
+    return None
+
+
+def build_worker(
+    settings: MonitoringSettings, store: MonitoringStore, alerts: AlertSink, publish: bool = True
+) -> DriftWorker:
+    """A drift worker over `store` with the configured reference, thresholds and reports folder."""
+    reference = load_reference(settings)
+    reports_dir = settings.reports_dir if settings.save_html else None
+    detector = DriftDetector(reference, settings.drift_share, reports_dir) if reference is not None else None
+    return DriftWorker(
+        store,
+        detector,
+        alerts,
+        settings.bucket_s,
+        settings.ctr_drift_p,
+        drift_share=settings.drift_share,
+        reports_dir=reports_dir,
+        fallback_reference_path=settings.fallback_reference_path,
+        publish_gauges=publish,
+        ctr_maturity_s=settings.ctr_maturity_s,
+    )
+
+
+def _child(settings: MonitoringSettings, wake, stop, parent_pid: int) -> None:
+    configure_logging("monitoring-drift", config.LOG_LEVEL.str())
+    store = MonitoringStore(settings.db_path)
+    alerts = AlertSink(store, settings.webhook_url, settings.webhook_timeout_s)
+    worker = build_worker(settings, store, alerts, publish=False)
+    try:
+        while not stop.is_set() and os.getppid() == parent_pid:
+            wake.clear()
+            try:
+                worker.process_closed()
+            except Exception:
+                log.exception("drift report failed; retrying")
+            wake.wait(1.0)
+    finally:
+        alerts.close()
+        store.close()
+
+
+class DriftProcess:
+    """Parent-side handle of the drift worker process."""
+
+    def __init__(self, settings: MonitoringSettings, store: MonitoringStore, watch_interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.store = store
+        self.watch_interval_s = watch_interval_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._wake = self._ctx.Event()
+        self._stop = self._ctx.Event()
+        self._stopping = threading.Event()
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._watcher = threading.Thread(target=self._watch, name="drift-watch", daemon=True)
+        latest = store.report()
+        self._last_report = latest.report_id if latest else ""
+        last_alert = store.alerts_after(-1)
+        self._last_alert_rowid = last_alert[-1][0] if last_alert else 0
+
+    def start(self) -> DriftProcess:
+        self._spawn()
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> None:
+        self._proc = self._ctx.Process(
+            target=_child,
+            args=(self.settings, self._wake, self._stop, os.getpid()),
+            name="recsys-monitoring-drift",
+            daemon=True,
+        )
+        self._proc.start()
+        self._wake.set()  # windows closed before a restart
+
+    def notify(self, _windows: list[int] | None = None) -> None:
+        """Windows closed: wake the worker."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping.set()
+        self._stop.set()
+        self._wake.set()
+        if self._proc is not None:
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(5)
+        self._watcher.join(timeout_s)
+        self._sync()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.watch_interval_s):
+            try:
+                self._sync()
+                if self._proc is not None and not self._proc.is_alive() and not self._stopping.is_set():
+                    log.error("drift process exited; restarting it", extra={"exitcode": self._proc.exitcode})
+                    self._spawn()
+            except Exception:
+                log.exception("drift watcher failed")
+
+    def _sync(self) -> None:
+        """Gauges from the latest report, alert counters from newly stored alerts."""
+        latest = self.store.report()
+        if latest is not None and latest.report_id != self._last_report:
+            publish_gauges(latest)
+            self._last_report = latest.report_id
+        for rowid, kind in self.store.alerts_after(self._last_alert_rowid):
+            ALERTS.labels(kind).inc()
+            self._last_alert_rowid = rowid

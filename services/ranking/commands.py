@@ -1,0 +1,41 @@
+"""`recsys ranking serve` and `recsys ranking versions`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from recsys.ranking import settings as _settings  # noqa: F401  (declares the variables for `recsys config`)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.port is not None:
+        os.environ["RECSYS_RANKING_PORT"] = str(args.port)
+    if args.versions:
+        os.environ["RECSYS_RANKING_MODEL_VERSIONS"] = args.versions
+    from recsys.ranking.server import serve_forever
+
+    return serve_forever()
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from recsys.ranking import rankers
+    from recsys.ranking.settings import MODELS, RankingSettings
+
+    settings = RankingSettings.from_env()
+    for name in MODELS:
+        latest = rankers.latest_version(settings.models_dir, name) or "-"
+        available = rankers.list_versions(settings.models_dir, name)
+        print(f"{name}\tlatest={latest}\tavailable={','.join(available) or '-'}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ranking", help="the ranking service (Ray Serve gRPC ingress)")
+    sub = parser.add_subparsers(dest="ranking_command", required=True)
+    serve = sub.add_parser("serve", help="start Ray + Serve and rank until SIGTERM")
+    serve.add_argument("--port", type=int, default=None, help="gRPC port (default RECSYS_RANKING_PORT)")
+    serve.add_argument("--versions", default="", help="pin versions, e.g. dcn=v3,lightgbm=v2")
+    serve.set_defaults(func=_serve)
+    versions = sub.add_parser("versions", help="list the rankers' versions in the model registry")
+    versions.set_defaults(func=_versions)

@@ -1,0 +1,333 @@
+"""Train every model on a dataset, and run the two-stage pipeline offline (batch inference).
+
+Training (`train_all`):
+1. Ranker examples come from a label window inside the data: each user's last `label_frac` of
+   interactions are labels, the rest is history. A two-tower model fit on the history retrieves each
+   user's top candidates; positives are the label items, negatives are candidates (hard) plus random
+   items, all with features computed from the history only (what serving would have known).
+2. DCN-v2 and LightGBM are fit on those examples.
+3. The final two-tower model, the ALS baseline and popularity are fit on all of the data, and the
+   feature tables are computed on all of it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from recsys.common.errors import CliError
+from recsys.training.bundle import ModelBundle
+from recsys.training.data.schema import Dataset, validate
+from recsys.training.dcn import DCNConfig, train_dcn
+from recsys.training.examples import RankingExamples, build_examples
+from recsys.training.features import (
+    FeatureSpec,
+    build_feature_spec,
+    build_item_features,
+    build_user_features,
+    build_user_history,
+    ranking_inputs_batch,
+)
+from recsys.training.ids import IdIndex
+from recsys.training.lgbm import LGBMConfig, train_lgbm
+from recsys.training.matrix import InteractionMatrix, batches, top_k
+from recsys.training.mf import ALS, ALSConfig
+from recsys.training.split import holdout_mask
+from recsys.training.two_tower import TwoTowerConfig, TwoTowerModel, UserEncoder, train_two_tower
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    threads: int = 2
+    candidates: int = 300
+    label_frac: float = 0.2
+    n_hard: int = 100
+    n_random: int = 20
+    max_pos: int = 50
+    default_ranker: str = "dcn"
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    als: ALSConfig = field(default_factory=ALSConfig)
+    dcn: DCNConfig = field(default_factory=DCNConfig)
+    lgbm: LGBMConfig = field(default_factory=LGBMConfig)
+
+    def with_seed(self, seed: int) -> TrainConfig:
+        return replace(
+            self,
+            seed=seed,
+            two_tower=replace(self.two_tower, seed=seed),
+            als=replace(self.als, seed=seed),
+            dcn=replace(self.dcn, seed=seed),
+            lgbm=replace(self.lgbm, seed=seed),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Defaults overridden by `data` (nested dicts for the model sections); unknown keys raise ValueError."""
+        base = cls()
+        known = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"unknown config key {key!r}")
+            section = getattr(base, key)
+            if is_dataclass(section):
+                if not isinstance(value, dict):
+                    raise ValueError(f"config key {key!r} must be an object")
+                names = {f.name for f in fields(section)}
+                bad = sorted(set(value) - names)
+                if bad:
+                    raise ValueError(f"unknown config key(s) {', '.join(f'{key}.{b}' for b in bad)}")
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[key] = replace(section, **value)
+            else:
+                kwargs[key] = value
+        return replace(base, **kwargs)
+
+
+class DatasetError(CliError):
+    """The dataset cannot be trained or evaluated on; the message says why (exit code 2 in the CLI)."""
+
+
+def validate_dataset(ds: Dataset) -> None:
+    """Raise DataError / DatasetError naming what is wrong (missing columns, no interactions, unknown ids)."""
+    validate(ds)
+    if ds.interactions["user_id"].nunique() < 2:
+        raise DatasetError(f"dataset {ds.name!r}: needs interactions of at least two users")
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    """Same seed, same results: seeded torch, fixed thread count, deterministic kernels."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def spec_as_of(spec: FeatureSpec, ds: Dataset) -> FeatureSpec:
+    """`spec` with the reference time moved to the end of `ds`."""
+    ref = int(ds.interactions["timestamp"].max()) if len(ds.interactions) else spec.reference_ts
+    return replace(spec, reference_ts=ref)
+
+
+@dataclass
+class UserState:
+    """What the pipeline knows about a set of users: raw feature rows, recent items, seen item indices."""
+
+    user_ids: np.ndarray
+    features: np.ndarray
+    histories: list[list[str]]
+    seen: list[np.ndarray]
+
+
+def user_state(ds: Dataset, spec: FeatureSpec, items: IdIndex, users: list[str] | None = None) -> UserState:
+    """Features, histories and seen items (indices into `items`) of `users` (default: every user in ds)."""
+    spec = spec_as_of(spec, ds)
+    feats = build_user_features(ds, spec)
+    frame = feats.set_index(feats["user_id"].astype(object))
+    user_ids = np.asarray(users if users is not None else frame.index.to_numpy(), dtype=object)
+    mat = frame.reindex(user_ids)[spec.user_features].to_numpy(np.float32)
+    hist = build_user_history(ds, spec)
+    hist_map = dict(zip(hist["user_id"].astype(object), hist["recent_item_ids"], strict=True))
+    histories = [list(hist_map.get(u, [])) for u in user_ids]
+    seen = InteractionMatrix.from_interactions(ds.interactions, items, IdIndex(user_ids)).seen(
+        np.arange(len(user_ids))
+    )
+    return UserState(user_ids, np.nan_to_num(mat), histories, seen)
+
+
+class TwoStage:
+    """Two-tower retrieval of the top candidates, then a ranker re-orders them."""
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+        self.spec = bundle.spec
+        self.items = bundle.items
+        self.item_emb = bundle.item_embeddings
+        self.item_feats = bundle.item_feature_matrix()
+        self.encoder: UserEncoder = bundle.encoder
+
+    def state(self, ds: Dataset, users: list[str] | None = None) -> UserState:
+        return user_state(ds, self.spec, self.items, users)
+
+    def user_embeddings(self, state: UserState) -> np.ndarray:
+        return self.encoder.embed_batch(list(state.user_ids), state.features, state.histories)
+
+    def retrieve(self, state: UserState, k: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k unseen items per user by cosine similarity (indices into items, -1 padded)."""
+        emb = self.user_embeddings(state)
+        idx, val = [], []
+        for b in batches(len(emb), batch_size):
+            i, v = top_k(emb[b] @ self.item_emb.T, k, [state.seen[j] for j in b])
+            idx.append(i)
+            val.append(v)
+        if not idx:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        return np.concatenate(idx), np.concatenate(val)
+
+    def rank(
+        self, state: UserState, cand: np.ndarray, cand_scores: np.ndarray, ranker: str, batch_size: int = 128
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-order each user's candidates by the ranker's score (padding stays last)."""
+        model = self.bundle.rankers[ranker]
+        out_idx = np.empty_like(cand)
+        out_val = np.empty(cand.shape, dtype=np.float64)
+        c = cand.shape[1]
+        for b in batches(len(cand), batch_size):
+            flat = cand[b].ravel()
+            valid = flat >= 0
+            rows = np.repeat(b, c)
+            x = ranking_inputs_batch(
+                state.features[rows], self.item_feats[np.where(valid, flat, 0)], self.spec,
+                np.where(valid, cand_scores[b].ravel(), 0.0),
+            )
+            s = np.where(valid, model.score(x), -np.inf).reshape(len(b), c)
+            order = np.argsort(-s, axis=1, kind="stable")
+            out_idx[b] = np.take_along_axis(cand[b], order, axis=1)
+            out_val[b] = np.take_along_axis(s, order, axis=1)
+        return out_idx, out_val
+
+    def recommend(self, state: UserState, k: int, ranker: str | None = None, candidates: int = 300):
+        """Top-k per user: retrieve `candidates`, rank them, keep k."""
+        ranker = ranker or self.bundle.config.get("default_ranker", "dcn")
+        cand, scores = self.retrieve(state, max(candidates, k))
+        idx, val = self.rank(state, cand, scores, ranker)
+        return idx[:, :k], val[:, :k]
+
+
+def _fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool) -> TwoTowerModel:
+    inter = ds.interactions
+    items = IdIndex(ds.items["item_id"].astype(object))
+    users = IdIndex(pd.unique(inter["user_id"].astype(object)))
+    uf = build_user_features(ds, spec)
+    uf_mat = uf.set_index(uf["user_id"].astype(object)).reindex(users.ids)[spec.user_features]
+    if_mat = build_item_features(ds, spec)[spec.item_features]
+    return train_two_tower(
+        users, items, uf_mat.to_numpy(np.float32), if_mat.to_numpy(np.float32),
+        users.lookup(inter["user_id"]), items.lookup(inter["item_id"]), inter["timestamp"].to_numpy(),
+        cfg, progress,
+    )
+
+
+def _provisional_bundle(ds: Dataset, spec: FeatureSpec, tt: TwoTowerModel) -> ModelBundle:
+    """A bundle with only the retrieval half (used to generate ranker candidates)."""
+    return ModelBundle(
+        spec=spec,
+        user_features=build_user_features(ds, spec),
+        item_features=build_item_features(ds, spec),
+        user_history=build_user_history(ds, spec),
+        items=tt.items,
+        item_embeddings=tt.item_embeddings(),
+        encoder=tt.encoder(),
+        rankers={},
+        popularity=np.zeros(len(tt.items), np.float32),
+        two_tower=tt,
+    )
+
+
+def label_window_examples(
+    stage: TwoStage, ds: Dataset, labels: pd.DataFrame, cfg: TrainConfig, rng: np.random.Generator
+) -> RankingExamples:
+    """Ranking examples whose positives are `labels` and whose features/candidates come from `ds`."""
+    users = list(pd.unique(labels["user_id"].astype(object)))
+    state = stage.state(ds, users)
+    cand, _ = stage.retrieve(state, cfg.candidates)
+    label_m = InteractionMatrix.from_interactions(labels, stage.items, IdIndex(users))
+    positives = label_m.seen(np.arange(len(users)))
+    return build_examples(
+        stage.spec, state.features, stage.item_feats, stage.user_embeddings(state), stage.item_emb,
+        cand, positives, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng,
+    )
+
+
+def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig, progress: bool) -> dict:
+    if len(examples) == 0 or examples.y.min() == examples.y.max():
+        raise DatasetError("too few interactions per user to build ranking examples (need labels of both kinds)")
+    names = spec.ranking_features
+    return {
+        "dcn": train_dcn(examples.x, examples.y, names, cfg.dcn, progress),
+        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm),
+    }
+
+
+def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True) -> tuple[ModelBundle, dict]:
+    """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s)."""
+    cfg = cfg or TrainConfig()
+    validate_dataset(ds)
+    set_determinism(cfg.seed, cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    timings: dict[str, float] = {}
+    steps = tqdm(total=5, desc="train", unit="step", disable=not progress)
+
+    def done(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+        steps.set_postfix_str(f"{name} {timings[name]}s")
+        steps.update(1)
+
+    spec = build_feature_spec(ds)
+    t0 = time.perf_counter()
+    mask = holdout_mask(ds.interactions, "temporal", cfg.label_frac)
+    hist_ds = replace(ds, interactions=ds.interactions.loc[~mask].reset_index(drop=True))
+    labels = ds.interactions.loc[mask]
+    hist_spec = spec_as_of(spec, hist_ds)
+    tt_hist = _fit_two_tower(hist_ds, hist_spec, cfg.two_tower, progress)
+    done("retrieval_for_ranker_examples", t0)
+
+    t0 = time.perf_counter()
+    examples = label_window_examples(TwoStage(_provisional_bundle(hist_ds, hist_spec, tt_hist)), hist_ds, labels,
+                                     cfg, rng)
+    rankers = train_rankers(examples, spec, cfg, progress)
+    done("rankers", t0)
+
+    t0 = time.perf_counter()
+    tt = _fit_two_tower(ds, spec, cfg.two_tower, progress)
+    done("two_tower", t0)
+
+    t0 = time.perf_counter()
+    matrix = InteractionMatrix.from_dataset(ds)
+    als = ALS(cfg.als).fit(matrix, progress)
+    done("als", t0)
+
+    t0 = time.perf_counter()
+    bundle = _provisional_bundle(ds, spec, tt)
+    bundle.rankers = rankers
+    bundle.popularity = matrix.item_counts().astype(np.float32)
+    bundle.als_user_ids = matrix.users.to_list()
+    bundle.als_user_factors, bundle.als_item_factors = als.user_factors, als.item_factors
+    bundle.config = cfg.to_dict()
+    done("features_and_bundle", t0)
+    steps.close()
+    timings["ranker_examples"] = len(examples)
+    return bundle, timings
+
+
+def batch_recommend(bundle: ModelBundle, ds: Dataset, k: int, ranker: str | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """Top-k for every user of `ds` (two-stage, nothing the user interacted with in ds):
+    user_id, item_id, rank (1 = best), score."""
+    stage = TwoStage(bundle)
+    state = stage.state(ds)
+    candidates = int(bundle.config.get("candidates", 300))
+    frames = []
+    for b in tqdm(list(batches(len(state.user_ids), 1024)), desc="batch-recommend", unit="batch",
+                  disable=not progress):
+        sub = UserState(state.user_ids[b], state.features[b], [state.histories[j] for j in b],
+                        [state.seen[j] for j in b])
+        idx, val = stage.recommend(sub, k, ranker, candidates)
+        rows, cols = np.nonzero(idx >= 0)
+        frames.append(pd.DataFrame({
+            "user_id": sub.user_ids[rows].astype(str),
+            "item_id": stage.items.ids[idx[rows, cols]].astype(str),
+            "rank": cols + 1,
+            "score": val[rows, cols],
+        }))
+    if not frames:
+        return pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,169 @@
+"""Candidate-service logic without servers: filter validation and expressions, popularity lists, breaker."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from recsys.candidates import schema
+from recsys.candidates.breaker import Breaker
+from recsys.candidates.catalog import ItemCatalog
+from recsys.candidates.features_client import matrix_row
+from recsys.candidates.filters import FilterSpec, GenreVocabulary, milvus_expr, parse_filter
+from recsys.candidates.popularity import PopularityIndex
+from recsys.candidates.versions import VersionInfo, new_collection_name
+from recsys.common.errors import InvalidArgument
+from recsys.v1 import candidates_pb2, features_pb2
+
+GENRES = ["Action", "Comedy", "Drama", "Sci-Fi"]
+
+
+def _catalog() -> ItemCatalog:
+    genres = [["Action"], ["Comedy", "Drama"], ["Drama"], ["Sci-Fi", "Action"], [], ["Comedy"]]
+    return ItemCatalog.from_items(
+        item_ids=[f"i{n}" for n in range(6)],
+        embeddings=np.eye(6, 4, dtype=np.float32),
+        item_genres=genres,
+        available=[True, True, False, True, True, True],
+        popularity=[10, 50, 40, 30, 20, 60],
+        genres=GENRES,
+    )
+
+
+def test_genre_vocabulary_accepts_case_and_punctuation_variants():
+    vocab = GenreVocabulary(GENRES)
+    assert vocab.position("Sci-Fi") == vocab.position("sci_fi") == vocab.position("SCIFI") == 3
+    assert vocab.position("Western") is None
+
+
+def test_parse_filter_names_the_bad_field():
+    vocab = GenreVocabulary(GENRES)
+    ok = parse_filter(
+        candidates_pb2.ItemFilter(include_genres=["drama", "Action"], exclude_genres=["sci-fi"], available_only=True),
+        vocab,
+        10,
+    )
+    assert ok == FilterSpec(include_genres=(0, 2), exclude_genres=(3,), available_only=True)
+    cases = [
+        (candidates_pb2.ItemFilter(include_genres=["Action", "Polka"]), "filter.include_genres[1]"),
+        (candidates_pb2.ItemFilter(exclude_genres=["Nope"]), "filter.exclude_genres[0]"),
+        (candidates_pb2.ItemFilter(exclude_item_ids=["a", ""]), "filter.exclude_item_ids[1]"),
+        (candidates_pb2.ItemFilter(exclude_item_ids=["a\nb"]), "filter.exclude_item_ids[0]"),
+        (candidates_pb2.ItemFilter(exclude_item_ids=[str(i) for i in range(11)]), "filter.exclude_item_ids"),
+    ]
+    for message, field in cases:
+        with pytest.raises(InvalidArgument) as err:
+            parse_filter(message, vocab, 10)
+        assert err.value.field == field
+
+
+def test_unknown_filter_field_is_rejected():
+    raw = candidates_pb2.ItemFilter(available_only=True).SerializeToString() + bytes([0x48, 0x01])
+    with pytest.raises(InvalidArgument) as err:
+        parse_filter(candidates_pb2.ItemFilter.FromString(raw), GenreVocabulary(GENRES), 10)
+    assert err.value.field == "filter" and "9" in err.value.message
+
+
+def test_milvus_expression_uses_only_forms_milvus_lite_accepts():
+    spec = FilterSpec(
+        include_genres=(0, 2), exclude_genres=(3,), available_only=True, exclude_ids=frozenset({'a"b', "c\\d"})
+    )
+    expr = milvus_expr(spec)
+    assert expr == (
+        'available == true and (genre_0 == true or genre_2 == true) and genre_3 == false and '
+        'item_id not in ["a\\"b", "c\\\\d"]'
+    )
+    assert "not (" not in expr and "!" not in expr
+    assert milvus_expr(FilterSpec()) == ""
+
+
+def test_catalog_rows_follow_the_collection_vocabulary():
+    catalog = _catalog()
+    rows = schema.catalog_rows(catalog, ["Drama", "Action", "Sci-Fi", "Comedy", "Horror"], 0, 2)
+    assert rows[0]["item_id"] == "i0" and rows[0]["genre_1"] and not rows[0]["genre_0"]
+    assert rows[1]["genre_0"] and rows[1]["genre_3"] and not rows[1]["genre_4"]
+    assert rows[1]["popularity"] == 50.0 and rows[0]["available"] is True
+    assert set(rows[0]) == {"item_id", "embedding", "available", "popularity", *[f"genre_{i}" for i in range(5)]}
+
+
+def test_popularity_top_applies_the_same_filters():
+    pop = PopularityIndex(_catalog(), GENRES)
+    everything = pop.top(10, FilterSpec(), set())
+    assert [p.item_id for p in everything] == ["i5", "i1", "i2", "i3", "i4", "i0"]
+    available = pop.top(10, FilterSpec(available_only=True, exclude_ids=frozenset({"i5"})), {"i1"})
+    assert [p.item_id for p in available] == ["i3", "i4", "i0"]
+    no_action = pop.top(10, FilterSpec(exclude_genres=(0,)), set())
+    assert [p.item_id for p in no_action] == ["i5", "i1", "i2", "i4"]
+    drama_segment = pop.top(10, FilterSpec(), set(), genres=(2,))
+    assert [p.item_id for p in drama_segment] == ["i1", "i2"]
+    # a favourite-genre segment outside the requested genres is empty (the plain popular pass covers it)
+    assert pop.top(10, FilterSpec(include_genres=(1,)), set(), genres=(3,)) == []
+    pop.set_unavailable(["i3"])
+    assert [p.item_id for p in pop.top(2, FilterSpec(available_only=True), {"i5", "i1"})] == ["i4", "i0"]
+
+
+def test_genres_of_items_counts_index_genres():
+    pop = PopularityIndex(_catalog(), ["Drama", "Action", "Western"])
+    assert pop.genres_of_items(["i1", "i2", "i3", "unknown"]).tolist() == [2.0, 1.0, 0.0]
+
+
+def test_matrix_row_reorders_to_the_spec_and_marks_missing():
+    matrix = features_pb2.FeatureMatrix(names=["b", "a"], entity_ids=["u"], found=[True], values=[2.0, 1.0])
+    row, found = matrix_row(matrix, ["a", "b", "c"])
+    assert found and row[:2].tolist() == [1.0, 2.0] and np.isnan(row[2])
+    assert matrix_row(features_pb2.FeatureMatrix(), ["a"]) == (None, False)
+
+
+def test_breaker_opens_after_failures_and_probes_after_cooldown():
+    breaker = Breaker(threshold=2, cooldown_s=0.05)
+    assert breaker.allow()
+    breaker.failure("x")
+    assert breaker.allow()
+    breaker.failure("x")
+    assert breaker.is_open and not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.allow() and not breaker.allow()  # exactly one probe per cool-down
+    breaker.success()
+    assert not breaker.is_open and breaker.allow()
+
+
+def test_version_records_round_trip_and_names_are_milvus_safe():
+    info = VersionInfo("items_v0001_x", "v0001", "/m", 16, GENRES, 10, "FLAT")
+    assert VersionInfo.from_json(info.to_json()) == info
+    name = new_collection_name("items", "v0001/seed-1")
+    assert name.startswith("items_v0001_seed_1_") and name.replace("_", "").isalnum()
+
+
+def test_search_params_raise_hnsw_ef_to_k():
+    assert schema.search_params({"ef": 64}, 300) == {"metric_type": "IP", "params": {"ef": 300}}
+    assert schema.search_params({"nprobe": 16}, 300)["params"] == {"nprobe": 16}
+    with pytest.raises(ValueError):
+        schema.parse_params("[1]", "X")
+
+
+def test_segment_lists_walk_their_own_order_with_the_same_filters():
+    pop = PopularityIndex(_catalog(), GENRES)
+    segment = pop.rows_of(["i0", "i2", "i4"])  # a segment's own ranking
+    picks = pop.top(5, FilterSpec(available_only=True), set(), positions=segment)
+    assert [p.item_id for p in picks] == ["i0", "i4"]
+
+
+def test_demographic_segment_of_a_user():
+    from recsys.candidates.segments import DemographicSegments, one_hot_groups
+    from recsys.training.features import FeatureSpec
+
+    spec = FeatureSpec(
+        user_features=["user_log_count", "user_demo_age", "user_demo_g_f", "user_demo_g_m", "user_demo_o_a",
+                       "user_demo_o_b", "user_demo_o_c"],
+        item_features=[], genres=[], genre_names=[], numeric_demographics=["age"],
+        categorical_demographics={"g": ["F", "M"], "o": ["a", "b", "c"]},
+    )  # fmt: skip
+    groups = one_hot_groups(spec)
+    assert groups == [[2, 3], [4, 5, 6]]
+    segments = DemographicSegments(groups=groups, lists={3: np.array([0]), 5: np.array([1])})
+    assert segments.segment_of(np.array([1, 30, 0, 1, 0, 1, 0], dtype=np.float32)) == 3
+    assert segments.segment_of(np.array([1, 30, np.nan, np.nan, 0, 1, 0], dtype=np.float32)) == 5
+    assert segments.segment_of(np.array([1, 30, 1, 0, 0, 0, 0], dtype=np.float32)) is None  # no list for 2
+    assert segments.segment_of(None) is None
