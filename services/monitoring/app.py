@@ -58,6 +58,7 @@ class MonitoringApp:
 def main(argv: list[str] | None = None, port: int | None = None) -> int:
     """Run the monitoring service until SIGTERM / SIGINT; exit code 1 if the consumer failed."""
     configure_logging("monitoring", config.LOG_LEVEL.str())
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # per-connection chatter
     settings = MonitoringSettings.from_env()
     app = MonitoringApp(settings, ServerOptions.from_env(PORT.int() if port is None else port))
     app.start_background()

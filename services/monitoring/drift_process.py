@@ -59,6 +59,7 @@ def build_worker(
 
 def _child(settings: MonitoringSettings, wake, stop, parent_pid: int) -> None:
     configure_logging("monitoring-drift", config.LOG_LEVEL.str())
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     store = MonitoringStore(settings.db_path)
     alerts = AlertSink(store, settings.webhook_url, settings.webhook_timeout_s)
     worker = build_worker(settings, store, alerts, publish=False)
@@ -90,8 +91,7 @@ class DriftProcess:
         self._watcher = threading.Thread(target=self._watch, name="drift-watch", daemon=True)
         latest = store.report()
         self._last_report = latest.report_id if latest else ""
-        last_alert = store.alerts_after(-1)
-        self._last_alert_rowid = last_alert[-1][0] if last_alert else 0
+        self._last_alert_rowid = store.last_alert_rowid()
 
     def start(self) -> DriftProcess:
         self._spawn()

@@ -426,6 +426,9 @@ class MonitoringStore:
         sql = "SELECT rowid, kind FROM alerts WHERE rowid > ? ORDER BY rowid"
         return self._reader().execute(sql, (rowid,)).fetchall()
 
+    def last_alert_rowid(self) -> int:
+        return int(self._reader().execute("SELECT COALESCE(MAX(rowid), 0) FROM alerts").fetchone()[0])
+
     def get_meta(self, key: str) -> bytes | None:
         row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
