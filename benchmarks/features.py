@@ -260,7 +260,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="recsys-bench-features-") as tmp_name:
         tmp = Path(tmp_name)
-        env = {"RECSYS_VAR_DIR": str(tmp / "var"), "RECSYS_ONLINE_STORE": args.online_store,
+        env = {"RECSYS_VAR_DIR": str(tmp / "var"), "RECSYS_FEATURES_OFFLINE_DIR": str(tmp / "var" / "features"),
+               "RECSYS_FEAST_DIR": str(tmp / "var" / "feast"), "RECSYS_ONLINE_STORE": args.online_store,
                "RECSYS_FEAST_PROJECT": "bench", "RECSYS_FEATURES_MAX_ITEMS": str(max(1000, args.batch))}
         redis = None
         if args.online_store == "redis":

@@ -1,8 +1,9 @@
 """Ranking benchmark: 300 candidates through Ray Serve's gRPC ingress, DCN-v2 and LightGBM.
 
-1. Models: `--models-dir` (a registry holding both rankers; trained into when empty), else a temporary one, trained by the real
-   training pipeline on a synthetic dataset, with the rankers at their production sizes (DCN-v2: 3 cross
-   layers + 256/128 deep; LightGBM: 300 trees) — latency depends on the model size, not its quality.
+1. Models: `--models-dir` (a registry holding both rankers; trained into when it has none), else a temporary
+   registry, trained by the real training pipeline on a synthetic dataset with the rankers at their production
+   sizes (DCN-v2: 3 cross layers + 256/128 deep; LightGBM: 300 trees): latency depends on the model size, not
+   its quality.
 2. Starts the ranking service in this process (`RankingRuntime`: a local Ray with 2 CPUs, Serve's gRPC
    proxy on a free port, Ray state under a temporary folder), stopped at the end even on failure.
 3. Requests carry a real user's feature row and 300 items' rows from the version's feature tables plus

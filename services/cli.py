@@ -14,6 +14,7 @@ from recsys.common.errors import CliError
 
 COMMAND_MODULES = (
     "recsys.common.config_commands",
+    "recsys.common.auth_commands",
     "recsys.common.protogen",
     "recsys.training.data.commands",
     "recsys.training.commands",

@@ -298,6 +298,8 @@ def umbrella_schema() -> Schema:
                     "clusterName": {"anyOf": [DNS_LABEL, string(maxLength=0)]},
                     "securityProtocol": {"enum": ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]},
                     "saslMechanism": {"enum": ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]},
+                    "caSecret": string(),
+                    "caKey": string(minLength=1),
                     "topics": obj({k: string(minLength=1) for k in TOPICS}),
                 },
                 required=["mode"],
@@ -311,6 +313,33 @@ def umbrella_schema() -> Schema:
                 required=["mode"],
             ),
             "ranking": obj({"app": string(minLength=1)}),
+            "tls": obj(
+                {
+                    "enabled": BOOL,
+                    "clientAuth": {"enum": ["none", "require"]},
+                    "publicClientAuth": {"enum": ["none", "require"]},
+                    "mountPath": string(pattern="^/"),
+                    "secretName": string(),
+                    "certManager": obj(
+                        {
+                            "enabled": BOOL,
+                            "issuerRef": obj({"name": string(), "kind": string(minLength=1), "group": string()}),
+                            "duration": string(pattern="^([0-9]+(h|m|s))+$"),
+                            "renewBefore": string(pattern="^([0-9]+(h|m|s))+$"),
+                            "clusterDomain": string(minLength=1),
+                        }
+                    ),
+                }
+            ),
+            "auth": obj(
+                {
+                    "mode": {"enum": ["off", "api_key", "jwt", "any"]},
+                    "existingSecret": string(),
+                    "mountPath": string(pattern="^/"),
+                    "jwtIssuer": string(),
+                    "jwtAudience": string(),
+                }
+            ),
             "credentials": obj(credentials),
             "networkPolicy": obj({"enabled": BOOL, "metricsFrom": OBJECT_LIST}),
             "serviceMonitor": obj({"enabled": BOOL, "interval": DURATION, "labels": STRING_MAP}),

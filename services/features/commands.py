@@ -6,8 +6,10 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+from recsys.common.config import VAR_DIR
 from recsys.common.errors import CliError, FailedPrecondition
 from recsys.features import settings  # noqa: F401  (declares the service's environment variables)
 
@@ -18,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="load the offline feature tables into the Feast online store (incremental by default)",
     )
     mat.add_argument("--data", type=Path, default=None,
-                     help="build the offline tables from this dataset first (default: use the tables in "
-                          "RECSYS_FEATURES_OFFLINE_DIR, as the training pipeline wrote them)")
+                     help="build the offline tables from this dataset first, into RECSYS_FEATURES_OFFLINE_DIR or "
+                          "<RECSYS_VAR_DIR>/features (default: use the tables the training pipeline wrote in the "
+                          "latest model version)")
     mat.add_argument("--views", default="", help="comma-separated feature views (default: all batch views)")
     mat.add_argument("--full", action="store_true", help="re-materialize every view over its whole time range")
     mat.set_defaults(func=_materialize)
@@ -40,6 +43,8 @@ def _materialize(args: argparse.Namespace) -> int:
     from recsys.features.store import StoreConfigError
 
     cfg = FeatureSettings.from_env()
+    if args.data is not None and not settings.OFFLINE_DIR.str():  # never write into a model version's folder
+        cfg = replace(cfg, offline_dir=(Path(VAR_DIR.str()) / "features").absolute())
     views = [v.strip() for v in args.views.split(",") if v.strip()]
     try:
         if args.data is not None:
@@ -69,6 +74,7 @@ def _consume(args: argparse.Namespace) -> int:
     from recsys.common import config
     from recsys.common.logs import configure_logging
     from recsys.features.consumer import EventConsumer
+    from recsys.features.service import registered_views
     from recsys.features.settings import FeatureSettings
     from recsys.features.store import freeze_heap, open_store
     from recsys.features.streaming import StreamUpdater
@@ -76,9 +82,10 @@ def _consume(args: argparse.Namespace) -> int:
     configure_logging("features-consumer", config.LOG_LEVEL.str())
     cfg = FeatureSettings.from_env()
     try:
-        updater = StreamUpdater(open_store(cfg), recent_keep=cfg.recent_keep, dedup_keep=cfg.dedup_keep)
-    except LookupError as exc:
-        raise CliError(str(exc)) from exc
+        with registered_views():
+            updater = StreamUpdater(open_store(cfg), recent_keep=cfg.recent_keep, dedup_keep=cfg.dedup_keep)
+    except FailedPrecondition as exc:
+        raise CliError(exc.message) from exc
     consumer = EventConsumer(updater, bootstrap=args.bootstrap)
     freeze_heap()
 

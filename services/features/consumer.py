@@ -78,7 +78,9 @@ class EventConsumer:
         on_batch: Callable[[ApplyResult], None] | None = None,
         record_lags: bool = False,
     ) -> None:
+        max_records = max_records or feature_settings.CONSUMER_MAX_RECORDS.int()
         self.updater = updater
+        updater.replay_window = max(updater.replay_window, max_records)
         self.topic = topic or feature_settings.events_topic()
         self.stats = ConsumerStats(record_lags=record_lags)
         self.on_batch = on_batch
@@ -86,7 +88,7 @@ class EventConsumer:
             group_id or feature_settings.CONSUMER_GROUP.str(),
             [self.topic],
             bootstrap,
-            max_poll_records=max_records or feature_settings.CONSUMER_MAX_RECORDS.int(),
+            max_poll_records=max_records,
         )
         self._tracker = _PositionTracker(self._kafka_consumer)
         self._producer = kafka.make_producer(bootstrap)

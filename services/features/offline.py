@@ -82,7 +82,7 @@ def write_offline_tables(ds, out_dir: Path | str, spec=None) -> dict[str, Path]:
 def feature_columns(path: Path, key: str) -> list[str]:
     """The numeric feature columns of an entity table, in table order (its schema only is read)."""
     if not path.exists():
-        raise OfflineTableError(f"offline table {path} does not exist")
+        raise _missing(path)
     schema = pq.read_schema(path)
     names = schema.names
     for required in (key, TIMESTAMP):
@@ -132,7 +132,7 @@ def pack_table(src: Path, dst: Path, key: str) -> PackedTable:
 def check_history_table(path: Path) -> None:
     """Raise OfflineTableError unless `path` holds user_id, recent_item_ids (list of str), event_timestamp."""
     if not path.exists():
-        raise OfflineTableError(f"offline table {path} does not exist")
+        raise _missing(path)
     schema = pq.read_schema(path)
     for required in (USER_KEY, HISTORY_COLUMN, TIMESTAMP):
         if required not in schema.names:
@@ -163,6 +163,10 @@ def fingerprint(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:32]
+
+
+def _missing(path: Path) -> OfflineTableError:
+    return OfflineTableError(f"offline table {path} does not exist (the training pipeline writes it; or use --data)")
 
 
 def write_empty_table(path: Path, schema: pa.Schema) -> None:

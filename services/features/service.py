@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from feast import FeatureStore
+from feast.errors import FeastObjectNotFoundException
 
 from recsys.common.errors import FailedPrecondition, InvalidArgument
 from recsys.features import counters, definitions, offline
@@ -28,14 +30,20 @@ from recsys.v1 import events_pb2, features_pb2
 MAX_RECENT_LIMIT = 1000
 
 
+@contextmanager
+def registered_views() -> Iterator[None]:
+    """Turn "no such view in the registry" into FailedPrecondition (the project was never applied)."""
+    try:
+        yield
+    except (FeastObjectNotFoundException, LookupError) as exc:
+        raise FailedPrecondition(f"the feature store is not ready ({exc}); run `recsys materialize` first") from exc
+
+
 class _Entity:
     """One entity kind: packed reader, column layout, streaming counter names."""
 
     def __init__(self, fs: FeatureStore, view_name: str, prefix: str, stream_view) -> None:
-        try:
-            view = fs.get_feature_view(view_name, allow_registry_cache=True)
-        except Exception as exc:  # the registry has no such view: `recsys materialize` was never run
-            raise FailedPrecondition(f"feature view {view_name} is not registered; run `recsys materialize`") from exc
+        view = fs.get_feature_view(view_name, allow_registry_cache=True)
         self.columns: list[str] = json.loads(view.tags[definitions.COLUMNS_TAG])
         self.defaults = np.asarray(json.loads(view.tags[definitions.DEFAULTS_TAG]), dtype=np.float32)
         self.reader = VectorReader(fs, view, offline.VECTOR_COLUMN, len(self.columns))
@@ -70,13 +78,14 @@ class OnlineFeatures:
     def __init__(self, fs: FeatureStore, settings: FeatureSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
-        self.streams = StreamViews(fs)
-        self.users = _Entity(fs, definitions.USER_VECTOR, "user_", self.streams.user)
-        self.items = _Entity(fs, definitions.ITEM_VECTOR, "item_", self.streams.item)
-        self.history = fs.get_feature_view(definitions.USER_HISTORY, allow_registry_cache=True)
-        self.updater = StreamUpdater(
-            fs, recent_keep=settings.recent_keep, dedup_keep=settings.dedup_keep, clock=clock
-        )
+        with registered_views():
+            self.streams = StreamViews(fs)
+            self.users = _Entity(fs, definitions.USER_VECTOR, "user_", self.streams.user)
+            self.items = _Entity(fs, definitions.ITEM_VECTOR, "item_", self.streams.item)
+            self.history = fs.get_feature_view(definitions.USER_HISTORY, allow_registry_cache=True)
+            self.updater = StreamUpdater(
+                fs, recent_keep=settings.recent_keep, dedup_keep=settings.dedup_keep, clock=clock
+            )
 
     def user_features(self, user_id: str, names: Sequence[str]) -> features_pb2.FeatureMatrix:
         if not user_id:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.common.config import KAFKA_DLQ_TOPIC, KAFKA_EVENTS_TOPIC, VAR_DIR, declare
+from recsys.common.config import KAFKA_DLQ_TOPIC, KAFKA_EVENTS_TOPIC, MODELS_DIR, VAR_DIR, declare
 
 SCOPE = "features"
 
@@ -21,7 +21,8 @@ FEAST_PROJECT = declare("RECSYS_FEAST_PROJECT", "recsys", "Feast project name", 
 OFFLINE_DIR = declare(
     "RECSYS_FEATURES_OFFLINE_DIR",
     "",
-    "Feast offline store: the parquet feature tables the training pipeline writes (default <VAR_DIR>/features)",
+    "Feast offline store: the parquet feature tables of the training pipeline (default: the features/ folder of "
+    "the latest model version in RECSYS_MODELS_DIR, else <VAR_DIR>/features)",
     SCOPE,
 )
 MAX_ITEMS = declare("RECSYS_FEATURES_MAX_ITEMS", 1000, "Most item ids one GetItemFeatures may ask for", SCOPE)
@@ -61,7 +62,7 @@ class FeatureSettings:
             online_store=ONLINE_STORE.str().strip().lower(),
             redis_url=REDIS_URL.str(),
             feast_dir=Path(FEAST_DIR.str() or var / "feast").absolute(),
-            offline_dir=Path(OFFLINE_DIR.str() or var / "features").absolute(),
+            offline_dir=Path(OFFLINE_DIR.str() or default_offline_dir(var)).absolute(),
             project=FEAST_PROJECT.str(),
             max_items=MAX_ITEMS.int(),
             recent_default=RECENT_DEFAULT.int(),
@@ -69,6 +70,17 @@ class FeatureSettings:
             dedup_keep=DEDUP_KEEP.int(),
             max_push_events=MAX_PUSH_EVENTS.int(),
         )
+
+
+def default_offline_dir(var: Path) -> Path:
+    """`features/` of the latest model version (where `recsys train` writes the tables), else <var>/features."""
+    from recsys.training.registry import RegistryError, resolve_model_dir
+
+    try:
+        folder = resolve_model_dir(MODELS_DIR.str()) / "features"
+    except RegistryError:
+        return var / "features"
+    return folder if folder.is_dir() else var / "features"
 
 
 def events_topic() -> str:

@@ -110,6 +110,22 @@ def push_targets(fs: FeatureStore, source: str) -> list:
     return targets
 
 
+def first_delivery(offsets: list[int], partition: int, offset: int, window: int) -> bool:
+    """Whether an item click at (partition, offset) is new for an item whose last applied offsets are `offsets`
+    (updated in place). A click at or below the partition's last applied offset, by less than one poll
+    (`window`), is a replay of an uncommitted batch; one far below means the topic was recreated or the group
+    reset, and restarts the watermark. Events not from Kafka (partition -1) are always new."""
+    if partition < 0:
+        return True
+    if len(offsets) <= partition:
+        offsets.extend([-1] * (partition + 1 - len(offsets)))
+    last = offsets[partition]
+    if last - window < offset <= last:
+        return False
+    offsets[partition] = offset
+    return True
+
+
 class StreamUpdater:
     """Folds events into the stream views; thread-safe (one batch at a time)."""
 
@@ -119,6 +135,7 @@ class StreamUpdater:
         *,
         recent_keep: int = 50,
         dedup_keep: int = 64,
+        replay_window: int = 5000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         provider = fs._get_provider()
@@ -133,6 +150,7 @@ class StreamUpdater:
         }
         self.recent_keep = recent_keep
         self.dedup_keep = dedup_keep
+        self.replay_window = replay_window  # at least the consumer's max records per poll
         self.clock = clock
         self._lock = threading.Lock()
 
@@ -187,15 +205,11 @@ class StreamUpdater:
         records = []
         for item_id, (prev_ts, row) in zip(item_ids, rows, strict=True):
             offsets = list(row.get("offsets") or [])
-            times = []
-            for se in clicks[item_id]:
-                if se.partition >= 0:
-                    if len(offsets) <= se.partition:
-                        offsets.extend([-1] * (se.partition + 1 - len(offsets)))
-                    if se.offset <= offsets[se.partition]:
-                        continue  # applied before a crash; the replay must not count it again
-                    offsets[se.partition] = se.offset
-                times.append(_event_seconds(se.event, now))
+            times = [
+                _event_seconds(se.event, now)
+                for se in clicks[item_id]
+                if first_delivery(offsets, se.partition, se.offset, self.replay_window)
+            ]
             buckets = counters.add(row.get("click_buckets") or [], times, now)
             c1h, c24h = counters.window_counts(buckets, now)
             records.append(

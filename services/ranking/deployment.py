@@ -68,7 +68,7 @@ class RankingReplica:
     def _load(self, name: str, version: str) -> rankers.Ranker:
         start = time.perf_counter()
         ranker = rankers.load_ranker(self.settings.models_dir, name, version, lgbm_threads=self.settings.lgbm_threads)
-        log.info("model loaded", extra={"model": name, "version": version, "ms": _ms(start)})
+        log.info("model loaded", extra={"model": name, "version": version, "ms": round(_ms(start), 1)})
         return ranker
 
     def _list(self, name: str) -> list[str]:
@@ -94,7 +94,7 @@ class RankingReplica:
         active = await self.models.activate(dict(user_config.get("versions") or {}))
         log.info(
             "active versions",
-            extra={"versions": active, "batching": self.batching, "ms": _ms(start)},
+            extra={"versions": active, "batching": self.batching, "ms": round(_ms(start), 1)},
         )
 
     # -- RPCs -----------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ class RankingReplica:
     ) -> ranking_pb2.RankResponse:
         token = request_id_var.set(_request_id(grpc_context))
         start = time.perf_counter()
-        model, version, code = canonical(request.model or self.settings.default_model), request.model_version, "OK"
+        model, version, code = canonical(request.model or self.settings.default_model), "", "OK"
         try:
             response = await self._rank(request)
             version = response.model_version
@@ -113,7 +113,7 @@ class RankingReplica:
             return _fail(grpc_context, exc.code, exc.message)
         except Exception:
             code = grpc.StatusCode.INTERNAL.name
-            log.exception("rank failed", extra={"model": model, "version": version})
+            log.exception("rank failed", extra={"model": model, "version": request.model_version})
             return _fail(grpc_context, grpc.StatusCode.INTERNAL, "internal error")
         finally:
             ms = _ms(start)

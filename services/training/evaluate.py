@@ -3,8 +3,9 @@
 - retrieval (two-tower, ALS, popularity, PureSVD, EASE): Recall@K, NDCG@K, HitRate@K, coverage@K for K
   in KS, and MRR over the top max(KS); seen (train) items are never recommended;
 - ranking (DCN-v2, LightGBM): AUC, logloss, F1 at the best threshold (and per-user AUC) on held-out
-  examples built like the training ones (test positives, retrieval candidates as hard negatives plus
-  random items), and AUC on the hard part alone (positives vs. candidate negatives);
+  examples built like the training ones (test positives among the retrieval candidates, other
+  candidates as hard negatives, plus random items), and AUC on the hard part alone (positives vs.
+  candidate negatives);
 - two-stage (two-tower top-C re-ranked by each ranker): Recall@K and NDCG@K.
 """
 
@@ -107,6 +108,7 @@ def evaluate(ds: Dataset, split: str = "temporal", cfg: TrainConfig | None = Non
     examples = build_examples(
         stage.spec, state.features, stage.item_feats, stage.user_embeddings(state), stage.item_emb,
         cand[:, : cfg.candidates], relevant, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng,
+        cfg.outside_positives,
     )
     ranking, two_stage, report = {}, {}, {"score_hist": {}, "calibration": {}}
     for name, ranker in bundle.rankers.items():

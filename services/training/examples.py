@@ -39,7 +39,7 @@ def build_examples(
     n_random: int,
     max_pos: int,
     rng: np.random.Generator,
-    outside_positives: bool = True,
+    outside_positives: bool = False,
 ) -> RankingExamples:
     """Examples for every user row with positives.
 

@@ -3,8 +3,9 @@
 Training (`train_all`):
 1. Ranker examples come from a label window inside the data: each user's last `label_frac` of
    interactions are labels, the rest is history. A two-tower model fit on the history retrieves each
-   user's top candidates; positives are the label items, negatives are candidates (hard) plus random
-   items, all with features computed from the history only (what serving would have known).
+   user's top candidates; positives are the label items among them (the ranker only ever sees
+   candidates; `outside_positives` adds the missed ones too), negatives are other candidates (hard)
+   plus random items, all with features computed from the history only (what serving would have known).
 2. DCN-v2 and LightGBM are fit on those examples.
 3. The final two-tower model, the ALS baseline and popularity are fit on all of the data, and the
    feature tables are computed on all of it.
@@ -50,7 +51,8 @@ class TrainConfig:
     n_hard: int = 100
     n_random: int = 20
     max_pos: int = 50
-    default_ranker: str = "dcn"
+    outside_positives: bool = False
+    default_ranker: str = "lgbm"
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     als: ALSConfig = field(default_factory=ALSConfig)
     dcn: DCNConfig = field(default_factory=DCNConfig)
@@ -243,7 +245,7 @@ def label_window_examples(
     positives = label_m.seen(np.arange(len(users)))
     return build_examples(
         stage.spec, state.features, stage.item_feats, stage.user_embeddings(state), stage.item_emb,
-        cand, positives, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng,
+        cand, positives, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng, cfg.outside_positives,
     )
 
 

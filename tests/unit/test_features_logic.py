@@ -35,6 +35,17 @@ def test_counters_windows_and_compaction():
     assert counters.add([], [T0 + 999], now_s=T0) == [T0, 1]  # future times count as now
 
 
+def test_item_offsets_skip_replays_and_survive_a_recreated_topic():
+    from recsys.features.streaming import first_delivery
+
+    offsets: list[int] = []
+    assert [first_delivery(offsets, 2, o, window=100) for o in (10, 11, 11, 5)] == [True, True, False, False]
+    assert offsets == [-1, -1, 11]
+    assert first_delivery(offsets, 0, 0, window=100) and first_delivery(offsets, -1, -1, window=100)
+    offsets = [5000]
+    assert first_delivery(offsets, 0, 3, window=100) and offsets == [3]  # far below: a new topic
+
+
 def _reader(width: int) -> VectorReader:
     reader = VectorReader.__new__(VectorReader)
     reader.view_name, reader.width, reader._nbytes = "v", width, 4 * width

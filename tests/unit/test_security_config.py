@@ -252,3 +252,22 @@ def test_kafka_security_settings(monkeypatch):
     monkeypatch.setenv("RECSYS_KAFKA_SECURITY_PROTOCOL", "TLS")
     with pytest.raises(ConfigError, match="SECURITY_PROTOCOL"):
         kafka.security_config()
+
+
+def test_auth_cli_writes_hashes_only_and_mints_tokens(tmp_path, capsys, monkeypatch):
+    from recsys import cli
+
+    keys = tmp_path / "keys.json"
+    assert cli.main(["auth", "new-key", "--id", "shop", "--scope", "recommend", "--keys-file", str(keys)]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("shop.") and key.split(".")[1] not in keys.read_text()
+    assert keys.stat().st_mode & 0o777 == 0o600
+    store = KeyStore.from_file(str(keys))
+    assert store.verify(key).scopes == frozenset({"recommend"})
+    assert cli.main(["auth", "new-key", "--id", "shop", "--keys-file", str(keys)]) == 2  # no silent overwrite
+    monkeypatch.setenv("RECSYS_AUTH_JWT_SECRET", "q" * 32)
+    assert cli.main(["auth", "token", "--sub", "app", "--scope", "read_monitoring", "--ttl-s", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert JwtVerifier(b"q" * 32).verify(token).scopes == frozenset({"read_monitoring"})
+    assert cli.main(["auth", "revoke", "--id", "shop", "--keys-file", str(keys)]) == 0
+    assert len(KeyStore.from_file(str(keys))) == 0

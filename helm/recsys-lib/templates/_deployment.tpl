@@ -5,6 +5,10 @@ credentials from Secrets, native gRPC probes, a hardened pod and a drain window 
 {{- define "recsys.container" -}}
 {{- $port := include "recsys.port.for" (dict "root" . "component" (include "recsys.component" .)) -}}
 {{- $probeKind := .Values.probes.kind | default "grpc" -}}
+{{- $sec := include "recsys.security" (dict "root" . "component" (include "recsys.component" .)) | fromYaml -}}
+{{- /* Ranking's server is Ray Serve's proxy, which has no TLS: its probes stay plaintext. */}}
+{{- if and $sec.tls (eq $probeKind "grpc") (ne (include "recsys.component" .) "ranking") }}{{ $probeKind = "grpc-tls" }}{{ end -}}
+{{- $serverName := include "recsys.fullname" . -}}
 name: {{ include "recsys.component" . }}
 image: {{ include "recsys.image" . | quote }}
 imagePullPolicy: {{ include "recsys.pullPolicy" . }}
@@ -36,15 +40,15 @@ env:
 {{- end }}
 {{- with .Values.probes.startup }}
 startupProbe:
-  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" .) | nindent 2 }}
+  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" . "serverName" $serverName) | nindent 2 }}
 {{- end }}
 {{- with .Values.probes.liveness }}
 livenessProbe:
-  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" .) | nindent 2 }}
+  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" . "serverName" $serverName) | nindent 2 }}
 {{- end }}
 {{- with .Values.probes.readiness }}
 readinessProbe:
-  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" .) | nindent 2 }}
+  {{- include "recsys.probe" (dict "kind" $probeKind "port" $port "spec" . "serverName" $serverName) | nindent 2 }}
 {{- end }}
 lifecycle:
   preStop:

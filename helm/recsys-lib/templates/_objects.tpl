@@ -195,11 +195,59 @@ spec:
 {{- end -}}
 
 {{/*
+cert-manager Certificate of a service (global.tls.enabled with global.tls.certManager.enabled and no shared
+global.tls.secretName): one key pair for serving and for calling the other services (server + client auth),
+valid for the Service's names and for localhost. cert-manager writes tls.crt, tls.key and ca.crt into the Secret
+the pods mount, and renews it in place (the servers reload it at the next handshake).
+*/}}
+{{- define "recsys.certificate" -}}
+{{- $tls := (.Values.global).tls | default dict -}}
+{{- $cm := $tls.certManager | default dict -}}
+{{- if and (eq (toString $tls.enabled) "true") (eq (toString $cm.enabled) "true") (not $tls.secretName) -}}
+{{- $name := include "recsys.fullname" . -}}
+{{- $issuer := $cm.issuerRef | default dict -}}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "recsys.labels" . | nindent 4 }}
+spec:
+  secretName: {{ printf "%s-tls" $name | trunc 63 | trimSuffix "-" }}
+  commonName: {{ $name }}
+  dnsNames:
+    - {{ $name }}
+    - {{ $name }}.{{ .Release.Namespace }}
+    - {{ $name }}.{{ .Release.Namespace }}.svc
+    - {{ $name }}.{{ .Release.Namespace }}.svc.{{ $cm.clusterDomain | default "cluster.local" }}
+    - localhost
+  ipAddresses:
+    - 127.0.0.1
+  duration: {{ $cm.duration | default "2160h" }}
+  renewBefore: {{ $cm.renewBefore | default "360h" }}
+  usages:
+    - server auth
+    - client auth
+    - digital signature
+    - key encipherment
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    encoding: PKCS8
+    rotationPolicy: Always
+  issuerRef:
+    name: {{ required "global.tls.certManager.issuerRef.name is required with global.tls.certManager.enabled" $issuer.name }}
+    kind: {{ $issuer.kind | default "ClusterIssuer" }}
+    group: {{ $issuer.group | default "cert-manager.io" }}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Every object of a plain (Deployment-based) recsys service as YAML documents, empty ones left out. A service
 subchart's only template is `{{ include "recsys.serviceObjects" . }}`; extend it with more templates of its own.
 */}}
 {{- define "recsys.serviceObjects" -}}
-{{- range $name := list "recsys.configmap" "recsys.serviceAccount" "recsys.statePvc" "recsys.deployment" "recsys.service" "recsys.hpa" "recsys.pdb" "recsys.networkPolicy" "recsys.serviceMonitor" }}
+{{- range $name := list "recsys.configmap" "recsys.serviceAccount" "recsys.statePvc" "recsys.deployment" "recsys.service" "recsys.hpa" "recsys.pdb" "recsys.networkPolicy" "recsys.serviceMonitor" "recsys.certificate" }}
 {{- $doc := include $name $ | trim }}
 {{- if $doc }}
 ---

@@ -48,6 +48,52 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
     medium: Memory
     sizeLimit: {{ .shm }}
 {{- end }}
+{{- include "recsys.securityVolumes" .root }}
+{{- end -}}
+
+{{/* Secret volumes of global.tls, global.auth and the Kafka CA that this workload uses (see "recsys.security"). */}}
+{{- define "recsys.securityVolumes" -}}
+{{- $sec := include "recsys.security" (dict "root" . "component" (include "recsys.component" .)) | fromYaml }}
+{{- if $sec.tls }}
+- name: tls
+  secret:
+    secretName: {{ $sec.tlsSecret }}
+    defaultMode: 288
+{{- end }}
+{{- if $sec.authSecret }}
+- name: auth
+  secret:
+    secretName: {{ $sec.authSecret }}
+    defaultMode: 288
+{{- end }}
+{{- if $sec.kafkaCaSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $sec.kafkaCaSecret }}
+    defaultMode: 288
+    items:
+      - key: {{ $sec.kafkaCaKey }}
+        path: {{ $sec.kafkaCaKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "recsys.securityVolumeMounts" -}}
+{{- $sec := include "recsys.security" (dict "root" . "component" (include "recsys.component" .)) | fromYaml }}
+{{- if $sec.tls }}
+- name: tls
+  mountPath: {{ $sec.tlsDir }}
+  readOnly: true
+{{- end }}
+{{- if $sec.authSecret }}
+- name: auth
+  mountPath: {{ $sec.authDir }}
+  readOnly: true
+{{- end }}
+{{- if $sec.kafkaCaSecret }}
+- name: kafka-ca
+  mountPath: {{ $sec.kafkaCaDir }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* Mounts: (dict "root" $ "shm" <sizeLimit or ""> "artifactsReadOnly" bool). */}}
@@ -66,13 +112,21 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
 - name: shm
   mountPath: /dev/shm
 {{- end }}
+{{- include "recsys.securityVolumeMounts" .root }}
 {{- end -}}
 
-{{/* A probe: (dict "kind" "grpc"|"ray-serve" "port" N "spec" {periodSeconds...}). */}}
+{{/*
+A probe: (dict "kind" "grpc"|"grpc-tls"|"ray-serve" "port" N "spec" {periodSeconds...} "serverName" NAME).
+grpc-tls (chosen when global.tls is on: the kubelet's native gRPC probe has no TLS) runs the Python health
+check, which reads RECSYS_TLS_* like every client and checks the certificate for serverName (the Service name).
+*/}}
 {{- define "recsys.probe" -}}
 {{- if eq .kind "ray-serve" -}}
 exec:
   command: ["python", "-m", "recsys.common.healthcheck", "--ray-serve", "--timeout", "{{ .spec.timeoutSeconds | default 2 }}", "127.0.0.1:{{ .port }}"]
+{{- else if eq .kind "grpc-tls" -}}
+exec:
+  command: ["python", "-m", "recsys.common.healthcheck", "--timeout", "{{ .spec.timeoutSeconds | default 2 }}", "--server-name", "{{ .serverName }}", "127.0.0.1:{{ .port }}"]
 {{- else -}}
 grpc:
   port: {{ .port }}
