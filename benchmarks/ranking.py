@@ -14,7 +14,8 @@
    size the replica reported.
 
 Prints figures, then one JSON object on the last line: `p50_ms` / `p99_ms` are the worst of the two
-rankers at concurrency 1, `rps` the lower of their batched throughputs; `models` has the detail.
+rankers at concurrency 1, `rps` the lower of their throughputs at `--concurrency` with batching as configured
+(RECSYS_RANKING_BATCHING, off by default); `models` has the detail.
 """
 
 from __future__ import annotations
@@ -218,11 +219,14 @@ def wait_for_metrics(metrics_port: int, model: str, before: tuple[float, float],
 
 
 def model_only(models_dir: str, version: str, model: str, requests: list, n: int) -> list[float]:
-    """Milliseconds of the ranker alone (input building + scoring) on the same requests, in this process."""
+    """Milliseconds of the ranker alone (validation, input building, scoring) on the same requests, in this
+    process, with the service's thread settings."""
     from recsys.ranking import inputs, rankers
+    from recsys.ranking.settings import RankingSettings
 
-    rankers.configure_threads(1)
-    ranker = rankers.load_ranker(models_dir, model, version, lgbm_threads=1)
+    settings = RankingSettings.from_env()
+    rankers.configure_threads(settings.torch_threads)
+    ranker = rankers.load_ranker(models_dir, model, version, lgbm_threads=settings.lgbm_threads)
     out = []
     for i in range(n + 20):
         r = requests[i % len(requests)]
@@ -338,14 +342,18 @@ def main() -> int:
                         f"{model:8s} c={args.concurrency}  batching {key:3s}: {rps:7.1f} req/s  "
                         f"mean batch {mean_batch:.2f}  errors {errors}"
                     )
-                runtime.activate({}, batching=True)
+                runtime.activate({}, batching=settings.batching)
                 report[model] = row
         summary = {
             "p50_ms": max(r["p50_ms"] for r in report.values()),
             "p99_ms": max(r["p99_ms"] for r in report.values()),
-            "rps": min(r["rps_batching_on"] for r in report.values()),
+            "rps": min(r[f"rps_batching_{'on' if settings.batching else 'off'}"] for r in report.values()),
             "candidates": args.candidates,
             "concurrency": args.concurrency,
+            "batching_at_c1": settings.batching,
+            "batch_wait_ms": settings.batch_wait_ms,
+            "lgbm_threads": settings.lgbm_threads,
+            "torch_threads": settings.torch_threads,
             "target_p99_ms": TARGET_P99_MS,
             "meets_target": all(r["p99_ms"] <= TARGET_P99_MS for r in report.values()),
             "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -274,7 +274,10 @@ def _b64url_decode(part: str) -> bytes:
 
 
 def _json_object(part: str) -> dict[str, Any]:
-    value = json.loads(_b64url_decode(part).decode("utf-8"))
+    try:
+        value = json.loads(_b64url_decode(part).decode("utf-8"))
+    except RecursionError as exc:  # "[[[[..." nested past the interpreter's limit
+        raise ValueError("nested too deeply") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

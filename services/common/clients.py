@@ -48,6 +48,18 @@ def channel(target: str, tls: TlsConfig | None = None, server_name: str | None =
 secure_or_insecure_channel = channel
 
 
+def aio_channel(target: str, tls: TlsConfig | None = None, server_name: str | None = None) -> grpc.aio.Channel:
+    """The asyncio counterpart of `channel` (same RECSYS_TLS_* rules)."""
+    tls = TlsConfig.from_env() if tls is None else tls
+    if not tls.uses_tls_for(target):
+        return grpc.aio.insecure_channel(target, options=channel_options())
+    options: list[tuple[str, int | str]] = list(channel_options())
+    name = server_name or tls.server_name
+    if name:
+        options.append(("grpc.ssl_target_name_override", name))
+    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+
+
 def request_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """Call metadata carrying the request id across hops."""
     return ((REQUEST_ID_HEADER, request_id or uuid.uuid4().hex),)

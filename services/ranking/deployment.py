@@ -58,8 +58,9 @@ class RankingReplica:
         self.models = ModelStore(self._load, self._list, cache_size=self.settings.version_cache)
         self.features = FeatureFetcher(self.settings.features_addr, self.settings.fetch_timeout_ms)
         self.metrics = RankingMetrics()
-        # Models run on one worker thread (torch and LightGBM release the GIL), so the event loop keeps
-        # receiving requests during a model call and the next batch collects everything that arrived meanwhile.
+        # With batching, models run on one worker thread (torch and LightGBM release the GIL), so the event
+        # loop keeps receiving requests during a model call and the next batch collects all that arrived
+        # meanwhile. Without batching they run inline: no thread hand-off on the latency path.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ranker")
         self.batching = self.settings.batching
         self._apply_batching(self.settings.batching, self.settings.max_batch, self.settings.batch_wait_ms)
@@ -139,7 +140,7 @@ class RankingReplica:
         if self.batching:
             scores = await self._score_batch((ranker, model_input))
         else:
-            scores = await self._score_one(ranker, model_input)
+            scores = self._score_one(ranker, model_input)
         return ranking_pb2.RankResponse(scores=scores.tolist(), model=name, model_version=ranker.version)
 
     async def _features(self, request: ranking_pb2.RankRequest, ranker: rankers.Ranker, item_ids: list[str]):
@@ -162,9 +163,9 @@ class RankingReplica:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._model_thread, ranker.predict, model_input)
 
-    async def _score_one(self, ranker: rankers.Ranker, model_input: np.ndarray) -> np.ndarray:
+    def _score_one(self, ranker: rankers.Ranker, model_input: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        scores = await self._predict(ranker, model_input)
+        scores = ranker.predict(model_input)
         self.metrics.batch(ranker.name, 1, _ms(start))
         return scores
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from recsys.common.clients import channel_options
+from recsys.common.clients import aio_channel
 from recsys.common.errors import FailedPrecondition, Unavailable
 from recsys.v1 import features_pb2, features_pb2_grpc
 
@@ -22,7 +22,7 @@ class FeatureFetcher:
         if not self.address:
             raise FailedPrecondition(f"{field}: empty, and fetching features is off (RECSYS_RANKING_FETCH_FEATURES)")
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=channel_options())
+            self._channel = aio_channel(self.address)  # TLS / mTLS when RECSYS_TLS_* configure it
             self._stub = features_pb2_grpc.FeatureServiceStub(self._channel)
         return self._stub
 

@@ -50,7 +50,12 @@ WATCH_S = declare(
     "RECSYS_RANKING_WATCH_S", 10.0, "Seconds between checks of the registry's `latest` for hot swaps (0 = off)", SCOPE
 )
 MAX_CANDIDATES = declare("RECSYS_RANKING_MAX_CANDIDATES", 1000, "Most candidates one Rank request may carry", SCOPE)
-BATCHING = declare("RECSYS_RANKING_BATCHING", True, "Dynamic batching of concurrent requests (@serve.batch)", SCOPE)
+BATCHING = declare(
+    "RECSYS_RANKING_BATCHING",
+    False,
+    "Dynamic batching of concurrent requests (@serve.batch); off: no gain measured on CPU with ~300 candidates",
+    SCOPE,
+)
 MAX_BATCH = declare("RECSYS_RANKING_MAX_BATCH", 8, "Most requests scored in one batch", SCOPE)
 BATCH_WAIT_MS = declare(
     "RECSYS_RANKING_BATCH_WAIT_MS",
@@ -59,7 +64,7 @@ BATCH_WAIT_MS = declare(
     SCOPE,
 )
 TORCH_THREADS = declare("RECSYS_RANKING_TORCH_THREADS", 1, "torch intra-op threads per replica (DCN-v2)", SCOPE)
-LGBM_THREADS = declare("RECSYS_RANKING_LGBM_THREADS", 1, "LightGBM threads per replica", SCOPE)
+LGBM_THREADS = declare("RECSYS_RANKING_LGBM_THREADS", 2, "LightGBM threads per replica", SCOPE)
 VERSION_CACHE = declare(
     "RECSYS_RANKING_VERSION_CACHE", 2, "Non-active versions per model kept loaded for explicit requests", SCOPE
 )

@@ -27,6 +27,7 @@ class DCNConfig:
     dropout: float = 0.1
     epochs: int = 6
     batch_size: int = 1024
+    min_steps_per_epoch: int = 50  # smaller batches on small data, so the model is not left underfit
     lr: float = 2e-3
     weight_decay: float = 1e-5
     listwise: float = 0.0
@@ -134,13 +135,14 @@ def train_dcn(
     ranker = DCNRanker(net, mean, std, cfg, features)
     xt = ranker._prepare(x)
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    batch_size = int(min(cfg.batch_size, max(64, len(x) // max(cfg.min_steps_per_epoch, 1))))
     listwise = cfg.listwise > 0 and groups is not None
     if listwise:
         _, gt = np.unique(np.asarray(groups), return_inverse=True)
         gt = torch.from_numpy(gt.astype(np.int64))
-        plan = lambda: _group_batches(np.asarray(groups), cfg.batch_size, rng)  # noqa: E731
+        plan = lambda: _group_batches(np.asarray(groups), batch_size, rng)  # noqa: E731
     else:
-        plan = lambda: list(torch.from_numpy(rng.permutation(len(x))).split(cfg.batch_size))  # noqa: E731
+        plan = lambda: list(torch.from_numpy(rng.permutation(len(x))).split(batch_size))  # noqa: E731
     epochs = [plan() for _ in range(cfg.epochs)]
     total = sum(len(e) for e in epochs)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -122,7 +122,7 @@ def evaluate(ds: Dataset, split: str = "temporal", cfg: TrainConfig | None = Non
         report["calibration"][name] = M.calibration_bins(examples.y, prob)
         ranked, _ = stage.rank(state, cand[:, : cfg.candidates], cand_scores[:, : cfg.candidates], name)
         two_stage[name] = {k: v for k, v in topk_metrics(ranked, relevant, len(items)).items()
-                           if k.startswith(("recall", "ndcg", "hit_rate"))}
+                           if k.startswith(("recall", "ndcg", "hit_rate", "coverage"))}
     eval_s = time.perf_counter() - t0
     return {
         "dataset": ds.name,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -73,7 +74,7 @@ def platt(scores: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tupl
 
 
 def train_lgbm(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig, progress: bool = False
 ) -> LGBMRankerModel:
     """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously)."""
     groups = np.asarray(groups)
@@ -97,7 +98,8 @@ def train_lgbm(
         "eval_at": [20],
     }
     data = lgb.Dataset(np.asarray(x, dtype=np.float32), label=np.asarray(y), group=sizes, feature_name=features)
-    booster = lgb.train(params, data, num_boost_round=cfg.n_estimators)
+    with tqdm(total=cfg.n_estimators, desc="lightgbm", unit="tree", disable=not progress, leave=False) as bar:
+        booster = lgb.train(params, data, num_boost_round=cfg.n_estimators, callbacks=[lambda env: bar.update(1)])
     model = LGBMRankerModel(booster, 1.0, 0.0, cfg, features)
     model.a, model.b = platt(model.score(x), y)
     return model

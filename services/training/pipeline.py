@@ -14,6 +14,8 @@ Training (`train_all`):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 
 import numpy as np
@@ -106,11 +108,18 @@ def validate_dataset(ds: Dataset) -> None:
         raise DatasetError(f"dataset {ds.name!r}: needs interactions of at least two users")
 
 
-def set_determinism(seed: int, threads: int) -> None:
-    """Same seed, same results: seeded torch, fixed thread count, deterministic kernels."""
+@contextmanager
+def determinism(seed: int, threads: int) -> Iterator[None]:
+    """Same seed, same results: seeded torch, fixed thread count, deterministic kernels (restored after)."""
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
 
 
 def spec_as_of(spec: FeatureSpec, ds: Dataset) -> FeatureSpec:
@@ -255,7 +264,7 @@ def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig
     names = spec.ranking_features
     return {
         "dcn": train_dcn(examples.x, examples.y, names, cfg.dcn, progress),
-        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm),
+        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm, progress),
     }
 
 
@@ -263,7 +272,11 @@ def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True
     """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s)."""
     cfg = cfg or TrainConfig()
     validate_dataset(ds)
-    set_determinism(cfg.seed, cfg.threads)
+    with determinism(cfg.seed, cfg.threads):
+        return _train_all(ds, cfg, progress)
+
+
+def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool) -> tuple[ModelBundle, dict]:
     rng = np.random.default_rng(cfg.seed)
     timings: dict[str, float] = {}
     steps = tqdm(total=5, desc="train", unit="step", disable=not progress)

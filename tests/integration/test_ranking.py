@@ -171,6 +171,7 @@ def service(work, registry):
                 "RECSYS_RANKING_WATCH_S": "0",
                 "RECSYS_RANKING_MAX_CANDIDATES": str(MAX_CANDIDATES),
                 "RECSYS_FEATURES_ADDR": features_server.address,
+                "RECSYS_RANKING_BATCHING": "true",  # the scores-equal tests go through @serve.batch
                 "RECSYS_RANKING_BATCH_WAIT_MS": "1",
             }
         )

@@ -3,6 +3,7 @@ gateway's build_server (backends unreachable, so Recommend degrades to popular i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import sys
@@ -18,8 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).parent))  # security_support sits beside this file (importlib import mode)
 from security_support import make_certs, running_gateway  # noqa: E402
 
+from recsys.common import healthcheck  # noqa: E402
 from recsys.common.auth import ApiKey, Authenticator, JwtVerifier, KeyStore, mint_jwt  # noqa: E402
-from recsys.common.clients import channel, insecure_channel  # noqa: E402
+from recsys.common.clients import aio_channel, channel, insecure_channel  # noqa: E402
 from recsys.common.server import GrpcServer, ServerOptions  # noqa: E402
 from recsys.common.tls import TlsConfig  # noqa: E402
 from recsys.v1 import (  # noqa: E402
@@ -111,9 +113,20 @@ def test_mtls_refuses_peers_without_a_certificate_of_our_ca(certs, monkeypatch):
         for case, tls in refused.items():
             with channel(gw.address, tls) as ch:
                 assert code_of(lambda ch=ch: recommend(ch)) == grpc.StatusCode.UNAVAILABLE, case
-        # The environment drives clients too: `channel(target)` with the same variables is an mTLS client.
+        # The environment drives clients too: `channel(target)` with the same variables is an mTLS client,
+        # and so is its asyncio counterpart.
         with channel(gw.address) as ch:
             assert len(recommend(ch).items) == 5
+
+        async def aio_recommend() -> int:
+            async with aio_channel(gw.address) as ch:
+                stub = recommend_pb2_grpc.RecommendServiceStub(ch)
+                reply = await stub.Recommend(recommend_pb2.RecommendRequest(user_id="u2", k=3), timeout=5)
+                return len(reply.items)
+
+        assert asyncio.run(aio_recommend()) == 3
+        # ... and the health check the charts' exec probes run under TLS (the kubelet's gRPC probe has no TLS).
+        assert healthcheck.check(gw.address, server_name="localhost") == (True, "SERVING")
 
 
 def test_rotated_certificate_is_served_to_new_connections(certs, tmp_path):

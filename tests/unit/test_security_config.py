@@ -271,3 +271,12 @@ def test_auth_cli_writes_hashes_only_and_mints_tokens(tmp_path, capsys, monkeypa
     assert JwtVerifier(b"q" * 32).verify(token).scopes == frozenset({"read_monitoring"})
     assert cli.main(["auth", "revoke", "--id", "shop", "--keys-file", str(keys)]) == 0
     assert len(KeyStore.from_file(str(keys))) == 0
+
+
+def test_deeply_nested_token_parts_are_malformed_not_a_crash():
+    verifier = JwtVerifier(SECRET)
+    nested = signed(b"[" * 5000, b"{}")
+    with pytest.raises(Unauthenticated, match="malformed_token"):
+        verifier.verify(nested)
+    with pytest.raises(Unauthenticated, match="malformed_token"):
+        verifier.verify(signed(b'{"alg":"HS256"}', b"[" * 5000))

@@ -35,7 +35,7 @@ from recsys.training.two_tower import TwoTowerConfig
 FAST = TrainConfig(
     n_hard=50,
     two_tower=TwoTowerConfig(epochs=6, batch_size=256, hidden=64, dim=32),
-    dcn=DCNConfig(epochs=4, deep=(64, 32)),
+    dcn=DCNConfig(epochs=6, deep=(64, 32)),
     lgbm=LGBMConfig(n_estimators=60),
 )
 
@@ -201,8 +201,7 @@ def test_cli_batch_recommend_excludes_seen_and_covers_every_user(registry_root, 
     ds = load_dataset(data_dir)
     assert set(recs["user_id"]) == set(ds.users["user_id"].astype(str))
     assert (recs.groupby("user_id").size() == 7).all()
-    assert (recs.groupby("user_id")["rank"].apply(list) == pd.Series([list(range(1, 8))] * 150)).all() or all(
-        r == list(range(1, 8)) for r in recs.groupby("user_id")["rank"].apply(list))
+    assert all(r == list(range(1, 8)) for r in recs.groupby("user_id")["rank"].apply(list))
     seen = set(zip(ds.interactions["user_id"].astype(str), ds.interactions["item_id"].astype(str), strict=True))
     assert not any((u, i) in seen for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
     assert not recs.duplicated(["user_id", "item_id"]).any()
