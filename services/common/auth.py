@@ -174,7 +174,7 @@ def parse_keys_document(text: str, source: str) -> dict[str, ApiKey]:
     """{key id: ApiKey} from a keys document {"keys": [...]}; ConfigError names the source and the entry."""
     try:
         doc = json.loads(text) if text.strip() else {"keys": []}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigError(f"{source}: not JSON ({exc})") from exc
     records = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(records, list):
