@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from recsys.common.clients import insecure_channel, request_metadata
+from recsys.common.clients import channel, request_metadata
 from recsys.v1 import (
     candidates_pb2,
     events_pb2,
@@ -53,10 +53,10 @@ class RecsysClient:
 
     def __init__(self, gateway: str, monitoring: str | None = None, timeout_s: float = 0.2) -> None:
         self.timeout_s = timeout_s
-        self._channel = insecure_channel(gateway)
+        self._channel = channel(gateway)
         self._recommend = recommend_pb2_grpc.RecommendServiceStub(self._channel)
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
-        self._mon_channel = insecure_channel(monitoring) if monitoring else None
+        self._mon_channel = channel(monitoring) if monitoring else None
         self._monitoring = monitoring_pb2_grpc.MonitoringServiceStub(self._mon_channel) if monitoring else None
 
     def recommend(

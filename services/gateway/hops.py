@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from recsys.common.clients import insecure_channel
+from recsys.common.clients import channel
 from recsys.v1 import (
     candidates_pb2_grpc,
     features_pb2_grpc,
@@ -67,12 +67,12 @@ class Backends:
     """Long-lived channels and stubs to features, candidates and ranking."""
 
     def __init__(self, features_addr: str, candidates_addr: str, ranking_addr: str, ranking_app: str) -> None:
-        self._channels = [insecure_channel(a) for a in (features_addr, candidates_addr, ranking_addr)]
+        self._channels = [channel(a) for a in (features_addr, candidates_addr, ranking_addr)]
         self.features = features_pb2_grpc.FeatureServiceStub(self._channels[0])
         self.candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels[1])
         self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[2])
         self.ranking_metadata = (("application", ranking_app),)
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        for ch in self._channels:
+            ch.close()

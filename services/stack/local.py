@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from recsys.common.clients import insecure_channel
+from recsys.common.clients import channel
 from recsys.common.healthcheck import check
 from recsys.stack.supervisor import ServiceSpec, Supervisor
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
@@ -67,8 +67,8 @@ def _grpc_ready(address: str) -> bool:
 
 
 def _ranking_ready(address: str) -> bool:
-    with insecure_channel(address) as channel:
-        stub = ranking_pb2_grpc.RankingServiceStub(channel)
+    with channel(address) as ch:
+        stub = ranking_pb2_grpc.RankingServiceStub(ch)
         try:
             reply = stub.ListModels(ranking_pb2.ListModelsRequest(), timeout=2.0,
                                     metadata=(("application", "ranking"),))
