@@ -45,6 +45,7 @@ class PopularItems:
     def __init__(self, ranked: list[tuple[str, float]], genres: dict[str, frozenset[str]]) -> None:
         self.ranked = [Scored(item_id, score, POPULAR) for item_id, score in ranked]
         self.genres = genres
+        self.vocabulary = frozenset(g for gs in genres.values() for g in gs)
 
     def top(self, n: int) -> list[Scored]:
         return self.ranked[:n]

@@ -17,13 +17,19 @@ from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
 from recsys.gateway.pipeline import Outcome, Recommender
 from recsys.gateway.rerank import FilterSpec
 from recsys.gateway.settings import GatewaySettings
+from recsys.training.features import feature_name
 from recsys.v1 import events_pb2, events_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 
 log = logging.getLogger("recsys.gateway")
 
 
-def validate_recommend(request: recommend_pb2.RecommendRequest, s: GatewaySettings) -> FilterSpec:
-    """Check a Recommend request; raises InvalidArgument naming the field."""
+def validate_recommend(
+    request: recommend_pb2.RecommendRequest, s: GatewaySettings, genres: frozenset[str] = frozenset()
+) -> FilterSpec:
+    """Check a Recommend request; raises InvalidArgument naming the field.
+
+    Genres are normalised like the feature definition names them ('Sci-Fi' -> 'sci_fi') and, when the
+    catalogue's genre vocabulary is known, must belong to it."""
     if not request.user_id.strip():
         raise InvalidArgument("user_id", "required")
     if len(request.user_id) > 128:
@@ -44,9 +50,12 @@ def validate_recommend(request: recommend_pb2.RecommendRequest, s: GatewaySettin
         values = getattr(f, name)
         if len(values) > 64 or any(not g.strip() or len(g) > 64 for g in values):
             raise InvalidArgument(f"filter.{name}", "at most 64 non-empty genres of up to 64 characters")
+        for i, genre in enumerate(values):
+            if genres and feature_name(genre) not in genres:
+                raise InvalidArgument(f"filter.{name}[{i}]", f"unknown genre {genre!r}")
     return FilterSpec(
-        include_genres=frozenset(f.include_genres),
-        exclude_genres=frozenset(f.exclude_genres),
+        include_genres=frozenset(feature_name(g) for g in f.include_genres),
+        exclude_genres=frozenset(feature_name(g) for g in f.exclude_genres),
         exclude_item_ids=frozenset(f.exclude_item_ids),
     )
 
@@ -60,7 +69,7 @@ class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
         self.settings = settings
 
     def Recommend(self, request: recommend_pb2.RecommendRequest, context: grpc.ServicerContext):
-        filters = validate_recommend(request, self.settings)
+        filters = validate_recommend(request, self.settings, self.recommender.popular.vocabulary)
         outcome = self.recommender.recommend(
             request.user_id, request.k, filters, dict(request.context),
             caller_remaining_s=context.time_remaining(), request_id=request_id_from(context),

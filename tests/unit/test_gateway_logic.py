@@ -100,6 +100,16 @@ def test_recommend_validation_names_the_field(request_kwargs, field):
     assert err.value.field == field
 
 
+def test_recommend_genres_are_normalised_and_checked_against_the_catalogue():
+    request = recommend_pb2.RecommendRequest(user_id="u", k=5, filter={"include_genres": ["Sci-Fi"]})
+    spec = validate_recommend(request, _settings(), frozenset({"sci_fi", "drama"}))
+    assert spec.include_genres == frozenset({"sci_fi"})
+    bad = recommend_pb2.RecommendRequest(user_id="u", k=5, filter={"exclude_genres": ["drama", "Polka"]})
+    with pytest.raises(InvalidArgument) as err:
+        validate_recommend(bad, _settings(), frozenset({"sci_fi", "drama"}))
+    assert err.value.field == "filter.exclude_genres[1]"
+
+
 def test_event_validation():
     ok = validate_events([events_pb2.Event(type=events_pb2.EVENT_TYPE_CLICK, user_id="u", item_id="i")])
     assert ok[0].event_id and ok[0].timestamp_ms > 0
