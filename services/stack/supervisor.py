@@ -123,11 +123,31 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self) -> None:
-        """Stop every child, newest first."""
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Stop every child: SIGTERM to all at once, wait up to grace_s in all, then SIGKILL the rest."""
         self._stopping.set()
-        for name in reversed(list(self.children)):
-            self.stop_one(name)
+        running = [c.proc for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
+        for proc in running:
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in running:  # stragglers, and helpers a service left in its own session
+            _signal_group(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("child did not die", extra={"pid": proc.pid})
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _safe(probe: Callable[[], bool]) -> bool:

@@ -342,6 +342,28 @@ def test_reindex_swaps_under_a_stream_of_requests_and_rolls_back(stack):
     assert _retrieve(stack, k=5).index_version == stack["first"]
 
 
+def test_slow_milvus_gives_degraded_answers_within_the_deadline(stack):
+    """SIGSTOP freezes the Milvus Lite child: searches exceed the deadline and popularity answers."""
+    child = milvus_lite_child(stack["server"].proc.pid)
+    assert child is not None
+    known = next(iter(stack["fake"].history))
+    os.kill(child, signal.SIGSTOP)
+    try:
+        for _ in range(8):
+            started = time.monotonic()
+            response = _retrieve(stack, user_id=known, k=20)
+            assert time.monotonic() - started < 2.0  # the 300 ms search deadline, not a hang
+            assert len(response.candidates) == 20 and response.degraded
+            assert "milvus" in response.degraded_reason
+    finally:
+        os.kill(child, signal.SIGCONT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _retrieve(stack, user_id=known, k=20).degraded:
+        time.sleep(0.2)
+    assert not _retrieve(stack, user_id=known, k=20).degraded
+    assert milvus_lite_child(stack["server"].proc.pid) == child  # a slow Milvus is waited for, not restarted
+
+
 def test_milvus_stopped_gives_degraded_answers_then_recovers(stack, catalog):
     """Runs last: SIGKILL the Milvus Lite child of the service; answers continue from popularity."""
     child = milvus_lite_child(stack["server"].proc.pid)
