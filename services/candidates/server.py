@@ -58,7 +58,7 @@ class CandidateService:
 def build_service(port: int | None = None, target: MilvusTarget | None = None) -> CandidateService:
     """Wire the service from the environment (tests pass a port and a Milvus target)."""
     target = target or MilvusTarget.from_env()
-    milvus = connect(target, lazy=True)
+    milvus = connect(target, timeout_s=10.0, lazy=True)
     breaker = Breaker(threshold=3, cooldown_s=settings.BREAKER_COOLDOWN_S.float())
     active = ActiveIndex(
         milvus,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys import cli
 from recsys.client import RecsysClient
 from recsys.common.errors import CliError
 from recsys.stack.local import StackConfig, start_stack
@@ -46,29 +48,31 @@ def _done(started: float) -> None:
     print(f"    done in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def _run_cli(argv: list[str]) -> None:
-    code = cli.main(argv)
+def _run_cli(cfg: StackConfig, argv: list[str]) -> None:
+    """One `recsys` step as its own process, with the stack's environment (folders, broker)."""
+    code = subprocess.run([sys.executable, "-m", "recsys.cli", *argv], env={**os.environ, **cfg.env()}).returncode
     if code != 0:
         raise CliError(f"`recsys {' '.join(argv)}` failed with exit code {code}")
 
 
-def prepare(opts: DemoOptions) -> tuple[Path, StackConfig]:
+def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, StackConfig]:
     """Data, models, features and index: everything the services load at start-up."""
-    cfg = StackConfig.default(opts.var_dir, opts.kafka_bootstrap)
+    cfg = cfg or StackConfig.default(opts.var_dir, opts.kafka_bootstrap)
     data_dir = Path(opts.data) if opts.data else opts.var_dir / "demo-data"
     if not opts.data and not (data_dir / "dataset.json").exists():
         t = _step(f"generate a synthetic dataset ({opts.users} users, {opts.items} items, {opts.interactions} events)")
-        _run_cli(["data", "generate", "--out", str(data_dir), "--users", str(opts.users), "--items", str(opts.items),
-                  "--interactions", str(opts.interactions), "--seed", str(opts.seed), "--force"])
+        _run_cli(cfg, ["data", "generate", "--out", str(data_dir), "--users", str(opts.users),
+                       "--items", str(opts.items), "--interactions", str(opts.interactions),
+                       "--seed", str(opts.seed), "--force"])
         _done(t)
     t = _step("train two-tower, MF, DCN-v2 and LightGBM into the model registry")
-    _run_cli(["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), "--quiet"])
+    _run_cli(cfg, ["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), "--quiet"])
     _done(t)
     t = _step("materialize features into the Feast online store (SQLite)")
-    _run_cli(["materialize"])
+    _run_cli(cfg, ["materialize"])
     _done(t)
     t = _step("index item embeddings into Milvus Lite")
-    _run_cli(["index", "--quiet"])
+    _run_cli(cfg, ["index", "--quiet"])
     _done(t)
     return data_dir, cfg
 

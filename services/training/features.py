@@ -55,7 +55,7 @@ import pandas as pd
 from recsys.training.data.schema import Dataset
 
 DAY = 86400.0
-HISTORY_LEN = 50
+HISTORY_LEN = 500  # what serving excludes as already seen; the user tower reads only its last 30
 CROSS_FEATURES = (
     "x_genre_affinity",
     "x_genre_affinity_mean",

@@ -3,7 +3,7 @@
 One module-scoped service (its process owns the Milvus Lite file; the test process and the `recsys index`
 subprocesses join it through the published socket, as an operator's reindex would). A small in-test
 FeatureService answers from the registry's feature tables and can be switched to failing.
-The test that stops Milvus runs last: it kills the Lite child and then waits for the service to restart it.
+The tests that freeze (SIGSTOP) and kill the Lite child run near the end and wait for the service to recover.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # candidates_support sits beside
 from candidates_support import (  # noqa: E402
     ServerProcess,
     base_env,
+    free_port,
     milvus_lite_child,
     recsys,
     train_registry,
@@ -365,7 +366,7 @@ def test_slow_milvus_gives_degraded_answers_within_the_deadline(stack):
 
 
 def test_milvus_stopped_gives_degraded_answers_then_recovers(stack, catalog):
-    """Runs last: SIGKILL the Milvus Lite child of the service; answers continue from popularity."""
+    """SIGKILL the Milvus Lite child of the service; answers continue from popularity, then ANN again."""
     child = milvus_lite_child(stack["server"].proc.pid)
     assert child is not None, "the service should own a Milvus Lite child process"
     os.kill(child, signal.SIGKILL)
@@ -395,3 +396,19 @@ def test_milvus_stopped_gives_degraded_answers_then_recovers(stack, catalog):
         time.sleep(0.3)
     assert not response.degraded, response.degraded_reason
     assert {c.source for c in response.candidates} == {ANN}
+
+
+def test_service_starts_and_answers_degraded_when_milvus_is_unreachable(stack):
+    env = dict(stack["env"], RECSYS_MILVUS_URI=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    server = ServerProcess(env)
+    try:
+        server.wait_ready()
+        with insecure_channel(server.address) as ch:
+            stub = candidates_pb2_grpc.CandidateServiceStub(ch)
+            user = next(iter(stack["fake"].history))
+            response = stub.Retrieve(candidates_pb2.RetrieveRequest(user_id=user, k=25), timeout=10)
+        assert len(response.candidates) == 25 and response.degraded
+        assert response.index_version.startswith("fallback:")
+        assert {c.source for c in response.candidates} <= POPULAR_SOURCES
+    finally:
+        server.stop()
