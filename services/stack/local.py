@@ -16,6 +16,8 @@ from recsys.stack.supervisor import ServiceSpec, Supervisor
 from recsys.v1 import ranking_pb2, ranking_pb2_grpc
 
 SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
+# Background workers without a gRPC port: the Kafka -> Feast streaming updater.
+WORKERS = {"features-consumer": ["features", "consume"]}
 
 
 def free_port() -> int:
@@ -91,6 +93,8 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
             ready=probe,
             ready_timeout_s=180.0 if name == "ranking" else 120.0,
         ))
+    for name, args in WORKERS.items():
+        specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args], env=env))
     return specs
 
 
@@ -100,7 +104,7 @@ def start_stack(cfg: StackConfig, watch: bool = True) -> Supervisor:
     try:
         for spec in service_specs(cfg):
             supervisor.start(spec, wait=False)
-        for name in SERVICES:
+        for name in [*SERVICES, *WORKERS]:
             supervisor.wait_ready(name)
     except BaseException:
         supervisor.stop()
