@@ -34,7 +34,7 @@ class IndexSettings:
     index_params: dict | None = None
     insert_batch: int = 5000
     keep_versions: int = 2
-    load_timeout_s: float = 600.0
+    load_timeout_s: float = 1800.0  # index build + load
 
 
 def _wait_loaded(client: MilvusClient, collection: str, timeout_s: float) -> None:
@@ -46,6 +46,19 @@ def _wait_loaded(client: MilvusClient, collection: str, timeout_s: float) -> Non
         if time.monotonic() > deadline:
             raise IndexBuildError(f"{collection} not loaded after {timeout_s:.0f}s (state {state})")
         time.sleep(0.2)
+
+
+def _wait_indexed(client: MilvusClient, collection: str, timeout_s: float) -> None:
+    """On a Milvus server, wait until the vector index covers every row (Milvus Lite reports no progress)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = client.describe_index(collection, schema.VECTOR_FIELD)
+        total, indexed = int(info.get("total_rows", 0)), int(info.get("indexed_rows", 0))
+        if int(info.get("pending_index_rows", 0)) == 0 and indexed >= total:
+            return
+        if time.monotonic() > deadline:
+            raise IndexBuildError(f"{collection}: index covers {indexed} of {total} rows after {timeout_s:.0f}s")
+        time.sleep(1.0)
 
 
 def _verify(client: MilvusClient, info: VersionInfo, catalog: ItemCatalog, probes: int = 5) -> None:
@@ -96,6 +109,7 @@ def build_version(
             if progress:
                 progress(stop - start)
         client.flush(name)
+        _wait_indexed(client, name, settings.load_timeout_s)
         client.load_collection(name)
         _wait_loaded(client, name, settings.load_timeout_s)
         info = VersionInfo(

@@ -30,6 +30,9 @@ def main() -> None:
     bootstrap = config.KAFKA_BOOTSTRAP.str()
     publisher = AsyncPublisher(bootstrap, settings.event_buffer)
     producer = SyncProducer(bootstrap)
+    missing = backends.warm_up()
+    if missing:
+        log.warning("backends not reachable yet; serving degraded until they are", extra={"backends": missing})
     recommender = Recommender(settings, backends, experiment, popular, batch)
     server = build_server(settings, recommender, publisher, producer)
     try:

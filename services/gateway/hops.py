@@ -73,6 +73,16 @@ class Backends:
         self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[2])
         self.ranking_metadata = (("application", ranking_app),)
 
+    def warm_up(self, timeout_s: float = 10.0) -> list[str]:
+        """Connect every channel before serving (bounded); returns the backends not reachable yet."""
+        missing = []
+        for name, ch in zip(("features", "candidates", "ranking"), self._channels, strict=True):
+            try:
+                grpc.channel_ready_future(ch).result(timeout=timeout_s)
+            except grpc.FutureTimeoutError:
+                missing.append(name)
+        return missing
+
     def close(self) -> None:
         for ch in self._channels:
             ch.close()

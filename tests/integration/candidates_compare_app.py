@@ -56,8 +56,11 @@ def _queries(models: Path) -> list[tuple[str, dict]]:
                     "user_id": user,
                     "k": 30,
                     "recent_item_ids": recent,
-                    "filter": {"include_genres": ["Drama", "Comedy"], "exclude_genres": ["Horror"],
-                               "exclude_item_ids": items[:50]},
+                    "filter": {
+                        "include_genres": ["Drama", "Comedy"],
+                        "exclude_genres": ["Horror"],
+                        "exclude_item_ids": items[:50],
+                    },
                 },
             )
         )

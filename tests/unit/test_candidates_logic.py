@@ -72,7 +72,7 @@ def test_milvus_expression_uses_only_forms_milvus_lite_accepts():
     )
     expr = milvus_expr(spec)
     assert expr == (
-        'available == true and (genre_0 == true or genre_2 == true) and genre_3 == false and '
+        "available == true and (genre_0 == true or genre_2 == true) and genre_3 == false and "
         'item_id not in ["a\\"b", "c\\\\d"]'
     )
     assert "not (" not in expr and "!" not in expr

@@ -1,0 +1,171 @@
+"""Chaos under load: faults injected into the running stack while closed-loop traffic runs.
+
+The stack (every service its own process, a private Kafka, Milvus Lite inside the candidate service) runs
+under continuous Recommend load plus click events through EventService. In turn: each service is killed
+(SIGKILL; the supervisor restarts it), Milvus Lite's server process is killed, Kafka is stopped and started
+again. For each fault it records failed valid requests, the degraded share, and the recovery time (until a
+fully ranked, non-degraded answer). At the end, every click that EventService accepted must have reached
+Kafka: `events_lost` compares the accepted event ids with those read back from the events topic.
+
+Last line: one JSON object with `errors`, `degraded_rate`, `max_recovery_s`, `events_lost` and per-fault detail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from recsys.client import RecsysClient
+from recsys.common import kafka
+from recsys.stack.broker import local_broker
+from recsys.stack.demo import DemoOptions, prepare
+from recsys.stack.local import StackConfig, free_port, start_stack
+from recsys.training.data.loaders import load_dataset
+from recsys.v1 import events_pb2
+
+
+class Load:
+    """Recommend + click traffic until stopped (bounded by max_s); counts outcomes per phase."""
+
+    def __init__(self, gateway: str, users: list[str], max_s: float) -> None:
+        self.gateway, self.users, self.max_s = gateway, users, max_s
+        self.phase = "warmup"
+        self.stats: dict[str, dict[str, int]] = {}
+        self.accepted: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self, key: str) -> None:
+        self.stats.setdefault(self.phase, {"ok": 0, "errors": 0, "degraded": 0})[key] += 1
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_s
+        with RecsysClient(self.gateway, timeout_s=2.0) as client:
+            i = 0
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                user = self.users[i % len(self.users)]
+                i += 1
+                try:
+                    recs = client.recommend(user, 10)
+                    self._count("ok")
+                    if recs.degraded:
+                        self._count("degraded")
+                except grpc.RpcError:
+                    self._count("errors")
+                    continue
+                if i % 5 == 0 and recs.items:
+                    event = events_pb2.Event(event_id=uuid.uuid4().hex, type=events_pb2.EVENT_TYPE_CLICK,
+                                             user_id=user, item_id=recs.items[0].item_id,
+                                             request_id=recs.request_id, timestamp_ms=int(time.time() * 1000))
+                    try:
+                        client.publish([event], timeout_s=2.0)
+                        self.accepted.add(event.event_id)
+                    except grpc.RpcError:
+                        pass  # refused (UNAVAILABLE while Kafka is down): not accepted, so not lost
+                time.sleep(0.005)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def wait_recovered(gateway: str, user: str, timeout_s: float = 180.0) -> float:
+    started = time.monotonic()
+    with RecsysClient(gateway, timeout_s=2.0) as client:
+        while time.monotonic() - started < timeout_s:
+            try:
+                recs = client.recommend(user, 10)
+                if not recs.degraded and recs.model:
+                    return time.monotonic() - started
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return float("inf")
+
+
+def milvus_lite_pids(candidates_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-g", str(candidates_pid), "-f", "milvus_lite"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def read_event_ids(bootstrap: str, topic: str) -> set[str]:
+    consumer = kafka.make_consumer(f"chaos-audit-{uuid.uuid4().hex[:6]}", [topic], bootstrap)
+    seen: set[str] = set()
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() - idle_since < 5:
+            batch = consumer.poll(timeout_ms=500)
+            for records in batch.values():
+                idle_since = time.monotonic()
+                for record in records:
+                    seen.add(kafka.decode(events_pb2.Event, record.value).event_id)
+    finally:
+        consumer.close()
+    return seen
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="recsys-chaos-") as tmp:
+        var = Path(tmp)
+        with local_broker(var / "kafka") as broker:
+            cfg = StackConfig(var, var / "models", broker.bootstrap,
+                              {n: free_port() for n in ("gateway", "features", "candidates", "ranking", "monitoring")})
+            data_dir, _ = prepare(DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=1000, items=800,
+                                              interactions=40_000), cfg)
+            users = list(load_dataset(data_dir).interactions["user_id"].astype(str).unique())
+            sup = start_stack(cfg)
+            gateway = cfg.address("gateway")
+            load = Load(gateway, users, max_s=900)
+            faults: dict[str, dict] = {}
+            try:
+                wait_recovered(gateway, users[0])
+                load.start()
+                time.sleep(3)
+                for name in ("ranking", "candidates", "features", "monitoring", "milvus", "kafka"):
+                    load.phase = name
+                    started = time.monotonic()
+                    if name == "milvus":
+                        for pid in milvus_lite_pids(sup.children["candidates"].proc.pid):
+                            os.kill(pid, signal.SIGKILL)
+                    elif name == "kafka":
+                        broker.run("stop")
+                        time.sleep(5)
+                        broker.run("start")
+                    else:
+                        sup.kill(name)
+                    time.sleep(3)
+                    recovery = wait_recovered(gateway, users[1])
+                    faults[name] = {"recovery_s": round(time.monotonic() - started if recovery != float("inf")
+                                                        else recovery, 1), **load.stats.get(name, {})}
+                    print(f"{name:<11} {faults[name]}", flush=True)
+                load.phase = "after"
+                time.sleep(3)
+            finally:
+                load.stop()
+                sup.stop()
+            delivered = read_event_ids(broker.bootstrap, "recsys.events")
+    lost = len(load.accepted - delivered)
+    total = {k: sum(s.get(k, 0) for s in load.stats.values()) for k in ("ok", "errors", "degraded")}
+    requests = total["ok"] + total["errors"]
+    print(json.dumps({
+        "errors": total["errors"], "requests": requests,
+        "degraded_rate": round(total["degraded"] / max(1, total["ok"]), 4),
+        "max_recovery_s": max(f["recovery_s"] for f in faults.values()),
+        "events_accepted": len(load.accepted), "events_lost": lost, "faults": faults,
+    }))
+
+
+if __name__ == "__main__":
+    main()
