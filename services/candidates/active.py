@@ -147,8 +147,10 @@ class ActiveIndex:
                 self.refresh_once()
                 self.last_error = ""
             except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("index refresh failed", extra={"error": self.last_error})
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # once per distinct error, not every refresh
+                    log.warning("index refresh failed", extra={"error": error})
+                self.last_error = error
                 self._recover()
 
     def _recover(self) -> None:

@@ -23,6 +23,11 @@ def channel_options(max_message_bytes: int | None = None) -> list[tuple[str, int
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.enable_retries", 1),
+        # Reconnect quickly after a peer restarts (the default backoff grows to 120 s, during which every
+        # call fails UNAVAILABLE at once).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1_000),
     ]
 
 

@@ -102,10 +102,14 @@ def start_stack(cfg: StackConfig, watch: bool = True) -> Supervisor:
     """Start every service and wait until each is ready; on failure stop what was started."""
     supervisor = Supervisor(cfg.var_dir / "logs", restart=watch)
     try:
-        for spec in service_specs(cfg):
-            supervisor.start(spec, wait=False)
-        for name in [*SERVICES, *WORKERS]:
-            supervisor.wait_ready(name)
+        specs = service_specs(cfg)
+        for spec in specs:  # the callees first, in parallel
+            if spec.name != "gateway":
+                supervisor.start(spec, wait=False)
+        for spec in specs:
+            if spec.name != "gateway":
+                supervisor.wait_ready(spec.name)
+        supervisor.start(next(s for s in specs if s.name == "gateway"))  # then the gateway, once they answer
     except BaseException:
         supervisor.stop()
         raise
