@@ -15,6 +15,7 @@ from recsys.candidates.milvus import Milvus, MilvusTarget, connect
 from recsys.candidates.retrieval import RetrievalSettings, Retriever
 from recsys.candidates.schema import parse_params
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
+from recsys.training.features import HISTORY_LEN
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc
 
 log = logging.getLogger("recsys.candidates.server")
@@ -68,7 +69,8 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None) -
         breaker,
     ).start()
     version = active.current
-    history_len = version.encoder.history_len if version is not None else 50
+    # Fetch the whole stored history: all of it is excluded as seen; the user tower reads only its tail.
+    history_len = max(HISTORY_LEN, version.encoder.history_len if version is not None else 0)
     fetcher = FeatureFetcher(
         settings.FEATURES_ADDR.str(),
         settings.FEATURES_TIMEOUT_MS.float() / 1000.0,
