@@ -375,7 +375,7 @@ def test_consumer_restart_loses_no_event_and_applies_none_twice(store_env, kafka
     crashing = _consumer(store_env, kafka_bootstrap, topic, group, dlq, _CrashingUpdater(store_env.fs))
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            crashing.run(idle_timeout_s=20)
+            crashing.run(idle_timeout_s=60)  # raises on its first batch; the idle bound only covers a slow rejoin
     finally:
         crashing.close()  # nothing of the failed batch was committed
 
