@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge
 
-from recsys.common import config, kafka
+from recsys.common import kafka
 from recsys.common.errors import InvalidArgument, Unavailable
 from recsys.v1 import events_pb2
 
@@ -178,6 +178,3 @@ class SyncProducer:
         if self._producer is not None:
             self._producer.close(timeout=1)
 
-
-def events_topic() -> str:
-    return config.KAFKA_EVENTS_TOPIC.str()
