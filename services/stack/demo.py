@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from recsys.client import RecsysClient
 from recsys.common.errors import CliError
 from recsys.stack.local import StackConfig, start_stack
@@ -68,6 +70,7 @@ def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, St
     t = _step("train two-tower, MF, DCN-v2 and LightGBM into the model registry")
     _run_cli(cfg, ["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), "--quiet"])
     _done(t)
+    write_drift_reference(data_dir, cfg)
     t = _step("materialize features into the Feast online store (SQLite)")
     _run_cli(cfg, ["materialize"])
     _done(t)
@@ -75,6 +78,22 @@ def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, St
     _run_cli(cfg, ["index", "--quiet"])
     _done(t)
     return data_dir, cfg
+
+
+def write_drift_reference(data_dir: Path, cfg: StackConfig, rows: int = 20_000) -> Path:
+    """The monitoring service's drift reference: the training items' features, weighted by interactions
+    (what users were served and chose), from the registry version just trained."""
+    from recsys.training.registry import resolve_model_dir
+
+    items = pd.read_parquet(resolve_model_dir(cfg.models_dir) / "features" / "item_features.parquet")
+    interactions = pd.read_parquet(data_dir / "interactions.parquet", columns=["item_id"])
+    sample = interactions.sample(n=min(rows, len(interactions)), random_state=0)
+    reference = sample.merge(items, on="item_id", how="inner").drop(columns=["item_id", "event_timestamp"],
+                                                                   errors="ignore")
+    path = cfg.var_dir / "monitoring" / "reference.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reference.to_parquet(path, index=False)
+    return path
 
 
 def run_demo(opts: DemoOptions) -> dict:
