@@ -4,6 +4,7 @@ request) and product-app events from EventService.Publish (validated, then produ
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -153,25 +154,33 @@ def validate_events(events: Sequence[events_pb2.Event]) -> list[events_pb2.Event
 
 
 class SyncProducer:
-    """Produces validated events and waits for the broker's acks, so an accepted event is durable."""
+    """Produces validated events and waits for the broker's acks, so an accepted event is durable.
+
+    The wait runs on a worker thread with a hard bound: kafka-python can block past its own timeouts while
+    the broker is down, and the caller must get UNAVAILABLE (retry; consumers dedupe by event_id) in time.
+    """
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
         self._producer = None
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="event-produce")
+
+    def _produce(self, topic: str, events: Sequence[events_pb2.Event], timeout_s: float) -> int:
+        with self._lock:
+            if self._producer is None:
+                self._producer = kafka.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
+        futures = [kafka.publish(self._producer, topic, e) for e in events]
+        self._producer.flush(timeout=max(timeout_s, 0.1))
+        for fut in futures:
+            fut.get(timeout=0)
+        return len(futures)
 
     def produce(self, topic: str, events: Sequence[events_pb2.Event], timeout_s: float) -> int:
         try:
-            with self._lock:
-                if self._producer is None:
-                    self._producer = kafka.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
-            futures = [kafka.publish(self._producer, topic, e) for e in events]
-            self._producer.flush(timeout=max(timeout_s, 0.1))
-            for fut in futures:
-                fut.get(timeout=0)
-            return len(futures)
+            return self._pool.submit(self._produce, topic, events, timeout_s).result(timeout=timeout_s + 0.2)
         except Exception as exc:
-            log.warning("event produce failed", extra={"error": str(exc)})
+            log.warning("event produce failed", extra={"error": repr(exc)})
             raise Unavailable("event stream unavailable, retry later") from exc
 
     def close(self) -> None:
