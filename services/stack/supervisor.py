@@ -104,25 +104,6 @@ class Supervisor:
         os.killpg(proc.pid, sig)
         return proc.pid
 
-    def stop_one(self, name: str, grace_s: float = 15.0) -> None:
-        child = self.children[name]
-        proc = child.proc
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        # helpers the service left behind in its own session (started by us) go too
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def stop(self, grace_s: float = 15.0) -> None:
         """Stop every child: SIGTERM to all at once, wait up to grace_s in all, then SIGKILL the rest."""
         self._stopping.set()
