@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.serializer import Serializer
 
@@ -163,7 +164,28 @@ def make_consumer(
         max_poll_records=500,
     )
     config.update(overrides)
-    return KafkaConsumer(*topics, **config)
+    consumer = KafkaConsumer(**config)
+    topics = list(topics)
+    if topics:  # callers with a listener of their own subscribe themselves
+        consumer.subscribe(topics, listener=_AssignmentLog(group_id))
+    return consumer
+
+
+class _AssignmentLog(ConsumerRebalanceListener):
+    """Logs every change of a group consumer's partitions (joins, rebalances, slow rejoins show up)."""
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+
+    def on_partitions_revoked(self, revoked) -> None:
+        log.info("kafka partitions revoked", extra={"group": self.group_id, "partitions": _names(revoked)})
+
+    def on_partitions_assigned(self, assigned) -> None:
+        log.info("kafka partitions assigned", extra={"group": self.group_id, "partitions": _names(assigned)})
+
+
+def _names(partitions) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
 def make_admin(bootstrap: str | None = None, **overrides) -> KafkaAdminClient:
@@ -288,19 +310,54 @@ class ConsumerLoop(Generic[M]):
             # The group rebalanced meanwhile; the new owner re-reads from the last commit (duplicates, no loss).
             log.warning("offset commit failed after a rebalance, records will be re-delivered: %s", exc)
 
-    def run(self, *, max_records: int | None = None, idle_timeout_s: float | None = None) -> int:
+    def run(
+        self,
+        *,
+        max_records: int | None = None,
+        idle_timeout_s: float | None = None,
+        join_timeout_s: float = 120.0,
+    ) -> int:
         """Loop until `stop()`, `max_records` consumed, or no record for `idle_timeout_s`; returns the
-        records consumed."""
+        records consumed.
+
+        The idle clock runs only while the consumer owns partitions: joining (or rejoining) the group can
+        take seconds on a busy broker, and that is not idleness. With an idle bound set, a consumer that
+        owns nothing for `join_timeout_s` gives up too (logged with its group state)."""
         consumed = 0
-        last_record = time.monotonic()
+        clock = IdleClock(self.consumer, idle_timeout_s, join_timeout_s)
         while not self._stop.is_set():
             n = self.run_once()
             consumed += n
-            now = time.monotonic()
-            if n:
-                last_record = now
             if max_records is not None and consumed >= max_records:
                 break
-            if idle_timeout_s is not None and now - last_record >= idle_timeout_s:
+            if clock.expired(n):
                 break
         return consumed
+
+
+class IdleClock:
+    """When a bounded consume loop should stop: no record for `idle_timeout_s` while owning partitions, or
+    no partition at all for `join_timeout_s`. Time spent joining or rejoining the group is not idleness."""
+
+    def __init__(self, consumer: KafkaConsumer, idle_timeout_s: float | None, join_timeout_s: float = 120.0) -> None:
+        self.consumer = consumer
+        self.idle_timeout_s = idle_timeout_s
+        self.join_timeout_s = join_timeout_s
+        self._idle_since = self._unassigned_since = time.monotonic()
+
+    def expired(self, records: int) -> bool:
+        """Record one loop turn that consumed `records`; True when the loop should stop."""
+        if self.idle_timeout_s is None:
+            return False
+        now = time.monotonic()
+        if records:
+            self._idle_since = now
+        if self.consumer.assignment():
+            self._unassigned_since = now
+        else:
+            self._idle_since = now
+            if now - self._unassigned_since >= self.join_timeout_s:
+                log.warning("no partition assigned after %.0f s (subscription %s); giving up",
+                            self.join_timeout_s, sorted(self.consumer.subscription() or ()))
+                return True
+        return now - self._idle_since >= self.idle_timeout_s

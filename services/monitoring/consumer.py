@@ -144,13 +144,11 @@ class MonitoringConsumer:
     def run(self, idle_timeout_s: float | None = None) -> int:
         """Loop until `stop()` (or `idle_timeout_s` without records); returns the records consumed."""
         consumed = 0
-        last = time.monotonic()
+        clock = rk.IdleClock(self.consumer, idle_timeout_s)
         while not self._stop.is_set():
             n = self.run_once()
             consumed += n
-            if n:
-                last = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - last >= idle_timeout_s:
+            if clock.expired(n):
                 break
         return consumed
 

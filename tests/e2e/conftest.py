@@ -31,7 +31,7 @@ class Stack:
         self.broker.run(command)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped before the integration tests run
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("e2e")
     broker = LocalBroker(var / "kafka")

@@ -304,6 +304,12 @@ def _consumer(store_env, bootstrap: str, topic: str, group: str, dlq: str, updat
     return EventConsumer(updater, bootstrap=bootstrap, topic=topic, group_id=group, dlq_topic=dlq, max_records=40)
 
 
+def _group_state(consumer: EventConsumer) -> str:
+    """What a consumer that got too few records owned, for the failure message."""
+    kc = consumer._kafka_consumer
+    return f"assignment={sorted(kc.assignment())} subscription={kc.subscription()} processed={consumer.loop.processed}"
+
+
 def _workload(store_env, tag: str, n_users: int = 6, per_user: int = 20):
     """Click events of fresh users on a few items; the expected per-user and per-item click counts."""
     rng = np.random.default_rng(0)
@@ -336,9 +342,10 @@ def test_consumer_applies_events_and_dead_letters_garbage(store_env, kafka_boots
     consumer = _consumer(store_env, kafka_bootstrap, topic, f"g-{tag}", dlq)
     try:
         consumed = consumer.run(max_records=len(events) + 2, idle_timeout_s=20)
+        state = _group_state(consumer)
     finally:
         consumer.close()
-    assert consumed == len(events) + 2
+    assert consumed == len(events) + 2, state
     assert consumer.loop.dead_lettered == 1
     assert (consumer.stats.applied, consumer.stats.duplicates) == (len(events), 1)
     _assert_counts(store_env.online, per_user, per_item)
@@ -375,7 +382,8 @@ def test_consumer_restart_loses_no_event_and_applies_none_twice(store_env, kafka
     crashing = _consumer(store_env, kafka_bootstrap, topic, group, dlq, _CrashingUpdater(store_env.fs))
     try:
         with pytest.raises(RuntimeError, match="simulated crash"):
-            crashing.run(idle_timeout_s=60)  # raises on its first batch; the idle bound only covers a slow rejoin
+            crashing.run(idle_timeout_s=20)  # raises on its first batch (the idle clock waits out the rejoin)
+            pytest.fail(f"the crashing consumer got no batch: {_group_state(crashing)}")
     finally:
         crashing.close()  # nothing of the failed batch was committed
 
