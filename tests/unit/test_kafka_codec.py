@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -68,10 +70,17 @@ class FakeProducer:
 class FakeConsumer:
     """Serves pre-built poll results and records commits and seeks."""
 
-    def __init__(self, polls):
+    def __init__(self, polls, assigned=True):
         self.polls = list(polls)
         self.commits = []
         self.seeks = []
+        self.assigned = assigned
+
+    def assignment(self):
+        return {TopicPartition("events", 0)} if self.assigned else set()
+
+    def subscription(self):
+        return {"events"}
 
     def poll(self, timeout_ms=0):
         return self.polls.pop(0) if self.polls else {}
@@ -141,3 +150,22 @@ def test_loop_without_dead_letter_producer_raises_on_garbage():
     with pytest.raises(rk.UndecodableMessage):
         loop.run_once()
     assert consumer.commits == [] and consumer.seeks == [(tp, 0)]
+
+
+def test_idle_clock_counts_only_while_partitions_are_owned():
+    consumer = FakeConsumer([], assigned=False)
+    clock = rk.IdleClock(consumer, idle_timeout_s=0.05, join_timeout_s=0.3)
+    time.sleep(0.1)
+    assert not clock.expired(0)  # still joining: not idle, and the join bound is not reached
+    consumer.assigned = True
+    assert not clock.expired(0)  # the idle clock starts now
+    time.sleep(0.06)
+    assert clock.expired(0)
+
+
+def test_idle_clock_gives_up_on_a_consumer_that_never_gets_partitions():
+    clock = rk.IdleClock(FakeConsumer([], assigned=False), idle_timeout_s=0.01, join_timeout_s=0.1)
+    assert not clock.expired(0)
+    time.sleep(0.12)
+    assert clock.expired(0)
+    assert not rk.IdleClock(FakeConsumer([], assigned=False), idle_timeout_s=None).expired(0)
