@@ -52,8 +52,10 @@ SSL_PORT="${KAFKA_SSL_PORT:-}"
 SCRAM_USERS="${KAFKA_SCRAM_USERS:-recsys=recsys-secret}"
 TLS_DIR="${KAFKA_TLS_DIR:-$REPO/var/tls}"
 STOP_TIMEOUT_S=30
-
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 2; }
+NAME=kafka
+SCRIPT="$HERE/kafka.sh"
+# shellcheck source=deploy/local/lib.sh
+source "$HERE/lib.sh"
 
 [[ $# -ge 1 ]] || usage
 CMD="$1"; shift
@@ -85,16 +87,10 @@ USERS_STAMP="$STATE_DIR/scram-users.sha256"
 PYTHON="$(command -v python3 || true)"
 [[ -n "$PYTHON" ]] || PYTHON="$REPO/.venv/bin/python"
 
-# True when the process exists and is not a zombie.
-alive() { [[ -e "/proc/$1" ]] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
-
 # The PID in the pidfile, if that process is alive and is this state dir's broker.
 running_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
   local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
+  pid="$(pidfile_pid)" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$CONFIG" || return 1
   echo "$pid"
 }
@@ -333,56 +329,4 @@ sys.exit(0 if ok else 1)
 EOF
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PIDFILE"
-    echo "kafka: not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-  if alive "$pid"; then
-    echo "kafka: pid $pid did not stop within ${STOP_TIMEOUT_S} s; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-    while alive "$pid"; do sleep 0.1; done
-  fi
-  rm -f "$PIDFILE"
-  echo "kafka: stopped (pid $pid)"
-}
-
-cmd_status() {
-  local pid
-  if pid="$(running_pid)"; then
-    echo "kafka: running (pid $pid, state $STATE_DIR)"
-  else
-    echo "kafka: not running (state $STATE_DIR)"
-    return 3
-  fi
-}
-
-# Started detached by `start --watch-pid` as soon as the server is launched: stop the server when the
-# watched process is gone, so a killed test run (or a killed `start`) leaves no server behind. Ends by
-# itself when the server stops.
-cmd_watch() {
-  local deadline=$((SECONDS + READY_TIMEOUT_S + 5))
-  until running_pid >/dev/null || ((SECONDS >= deadline)); do sleep 0.2; done
-  while alive "$WATCH_PID" && running_pid >/dev/null; do sleep 1; done
-  if running_pid >/dev/null; then cmd_stop; fi
-}
-
-start_watchdog() {
-  [[ -n "$WATCH_PID" ]] || return 0
-  nohup setsid "$HERE/kafka.sh" _watch --state-dir "$STATE_DIR" --watch-pid "$WATCH_PID" \
-    >/dev/null 2>&1 </dev/null &
-}
-
-case "$CMD" in
-  install) cmd_install ;;
-  _watch) cmd_watch ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  status) cmd_status ;;
-  *) usage ;;
-esac
+dispatch "$CMD"

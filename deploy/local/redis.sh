@@ -22,8 +22,10 @@ STATE_DIR="${REDIS_STATE_DIR:-$REPO/var/redis}"
 READY_TIMEOUT_S="${REDIS_READY_TIMEOUT_S:-10}"
 WATCH_PID="${REDIS_WATCH_PID:-}"
 STOP_TIMEOUT_S=10
-
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 2; }
+NAME=redis
+SCRIPT="$HERE/redis.sh"
+# shellcheck source=deploy/local/lib.sh
+source "$HERE/lib.sh"
 
 [[ $# -ge 1 ]] || usage
 CMD="$1"; shift
@@ -41,15 +43,10 @@ STATE_DIR="$(realpath -m "$STATE_DIR")"
 PIDFILE="$STATE_DIR/redis.pid"
 LOGFILE="$STATE_DIR/redis.log"
 
-alive() { [[ -e "/proc/$1" ]] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
-
 # The PID in the pidfile, if that process is alive and is a redis-server.
 running_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
   local pid
-  pid="$(cat "$PIDFILE" 2>/dev/null || true)"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  alive "$pid" || return 1
+  pid="$(pidfile_pid)" || return 1
   grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null || [[ "$(cat "/proc/$pid/comm")" == redis-server* ]] \
     || return 1
   echo "$pid"
@@ -95,56 +92,4 @@ cmd_start() {
   exit 1
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PIDFILE"
-    echo "redis: not running"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + STOP_TIMEOUT_S))
-  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.05; done
-  if alive "$pid"; then
-    echo "redis: pid $pid did not stop within ${STOP_TIMEOUT_S} s; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-    while alive "$pid"; do sleep 0.05; done
-  fi
-  rm -f "$PIDFILE"
-  echo "redis: stopped (pid $pid)"
-}
-
-cmd_status() {
-  local pid
-  if pid="$(running_pid)"; then
-    echo "redis: running (pid $pid, state $STATE_DIR)"
-  else
-    echo "redis: not running (state $STATE_DIR)"
-    return 3
-  fi
-}
-
-# Started detached by `start --watch-pid` as soon as the server is launched: stop the server when the
-# watched process is gone, so a killed test run (or a killed `start`) leaves no server behind. Ends by
-# itself when the server stops.
-cmd_watch() {
-  local deadline=$((SECONDS + READY_TIMEOUT_S + 5))
-  until running_pid >/dev/null || ((SECONDS >= deadline)); do sleep 0.2; done
-  while alive "$WATCH_PID" && running_pid >/dev/null; do sleep 1; done
-  if running_pid >/dev/null; then cmd_stop; fi
-}
-
-start_watchdog() {
-  [[ -n "$WATCH_PID" ]] || return 0
-  nohup setsid "$HERE/redis.sh" _watch --state-dir "$STATE_DIR" --watch-pid "$WATCH_PID" \
-    >/dev/null 2>&1 </dev/null &
-}
-
-case "$CMD" in
-  install) cmd_install ;;
-  _watch) cmd_watch ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  status) cmd_status ;;
-  *) usage ;;
-esac
+dispatch "$CMD"
