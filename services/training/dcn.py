@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys.training import optim
+
 CLIP = 5.0
 
 
@@ -158,12 +160,7 @@ def train_dcn(
             if listwise:
                 _, local = torch.unique(gt[b], return_inverse=True)
                 loss = loss + cfg.listwise * listwise_loss(logits, yt[b], local)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += float(loss.detach())
-            bar.update(1)
+            running += optim.step(loss, opt, sched, bar)
         bar.set_postfix(epoch=epoch + 1, loss=f"{running / max(len(batches), 1):.4f}")
     bar.close()
     net.eval()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys.training import optim
 from recsys.training.ids import IdIndex
 
 
@@ -254,12 +255,7 @@ def train_two_tower(
             same.fill_diagonal_(False)
             logits = logits.masked_fill(same, float("-inf"))
             loss = F.cross_entropy(logits, torch.arange(len(b)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += float(loss.detach())
-            bar.update(1)
+            running += optim.step(loss, opt, sched, bar)
         bar.set_postfix(epoch=epoch + 1, loss=f"{running / steps:.3f}")
     bar.close()
     net.eval()
