@@ -3,7 +3,8 @@
 Builds a synthetic catalogue of `--items` items, trains every model, materializes features, indexes the
 embeddings in Milvus Lite, starts the stack (features, candidates, ranking on Ray Serve, monitoring,
 gateway) with a private Kafka broker, then runs closed-loop load at each concurrency for `--seconds`
-(bounded in time and requests; loopback only). Prints per-concurrency figures and, last, one JSON object
+(bounded in time and requests; loopback only). Prints per-concurrency figures (with the CPU milliseconds each
+service's process tree spent per request, which shows where 2 cores go) and, last, one JSON object
 with `p50_ms`, `p95_ms`, `p99_ms` (concurrency 1), `rps` (the best sustained), `error_rate`,
 `degraded_rate` (over all levels) and the per-level detail.
 """
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from recsys.stack.broker import local_broker
+from recsys.stack.cpu import cpu_ms_per_request, cpu_seconds
 from recsys.stack.demo import DemoOptions, prepare
 from recsys.stack.local import StackConfig, free_port, start_stack
 from recsys.stack.simulator import simulate
@@ -50,15 +52,18 @@ def main() -> None:
                 simulate(cfg.address("gateway"), None, users, seconds=5, concurrency=2)  # warm-up
                 levels = {}
                 for conc in [int(c) for c in args.concurrency.split(",")]:
+                    cpu_before = cpu_seconds(supervisor)
                     stats = simulate(cfg.address("gateway"), None, users, seconds=args.seconds, concurrency=conc,
                                      max_requests=args.max_requests)
                     s = stats.summary()
+                    s["cpu_ms_per_request"] = cpu_ms_per_request(cpu_before, cpu_seconds(supervisor), stats.requests)
                     s["rps"] = stats.requests / args.seconds
                     s["error_rate"] = stats.errors / max(1, stats.requests)
                     levels[conc] = s
                     print(f"concurrency {conc:>3}: p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  "
                           f"p99 {s['p99_ms']:.1f} ms  {s['rps']:.0f} req/s  errors {s['error_rate']:.2%}  "
-                          f"degraded {s['degraded_rate']:.1%}  {s['degraded_reasons']}", flush=True)
+                          f"degraded {s['degraded_rate']:.1%}  {s['degraded_reasons']}\n"
+                          f"    CPU ms per request by service: {s['cpu_ms_per_request']}", flush=True)
             finally:
                 supervisor.stop()
     first = levels[min(levels)]
