@@ -36,6 +36,10 @@ class FilterSpec:
             return self
         return FilterSpec(self.include_genres, self.exclude_genres, self.available_only, self.exclude_ids | extra)
 
+    def without_ids(self) -> FilterSpec:
+        """The same filter less the excluded ids."""
+        return FilterSpec(self.include_genres, self.exclude_genres, self.available_only)
+
 
 def _norm(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "", text.lower())

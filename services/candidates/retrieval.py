@@ -38,6 +38,10 @@ DEGRADED = Counter("recsys_candidates_degraded_total", "Answers served without M
 SOURCES = Counter("recsys_candidates_items_total", "Candidates returned by source", ["source"])
 FAVOURITE_GENRES = 3
 MAX_RECENT = 1000
+# Excluded ids are dropped from an over-fetched ANN answer while k + excluded stays within this: cheaper than
+# Milvus evaluating a long `item_id not in [...]` expression (about 1 ms less at 500 ids, 100k items). Beyond
+# it, Milvus filters them (its top-k limit is 16384).
+POST_FILTER_MAX = 4096
 
 
 @dataclass
@@ -118,6 +122,14 @@ class Retriever:
         self.breaker.success()
         return result
 
+    def _ann(self, version: ServingVersion, vector: np.ndarray, k: int, spec: FilterSpec, timeout: float):
+        """The top k [(item_id, score)] passing `spec`; excluded ids over-fetched and dropped here when few."""
+        excluded = spec.exclude_ids
+        if not excluded or k + len(excluded) > POST_FILTER_MAX:
+            return self._search(version, vector, k, milvus_expr(spec), timeout)
+        hits = self._search(version, vector, k + len(excluded), milvus_expr(spec.without_ids()), timeout)
+        return [hit for hit in hits if hit[0] not in excluded][:k]
+
     def _search(self, version: ServingVersion, vector: np.ndarray, limit: int, expr: str, timeout: float):
         """[(item_id, score)] from Milvus; retried once on a freshly read pointer if the collection vanished."""
         params = schema.search_params(self.settings.search_params or {}, limit)
@@ -192,7 +204,7 @@ class Retriever:
         if version.searchable:
             vector = version.encoder.embed(request.user_id or None, context.features, context.recent_items)
             try:
-                ann = self._search(version, vector, k, milvus_expr(spec), self._deadline(time_remaining))
+                ann = self._ann(version, vector, k, spec, self._deadline(time_remaining))
             except SearchFailed as exc:
                 degraded_search = exc.reason
         else:
@@ -254,7 +266,7 @@ class Retriever:
 
     def _verifier(self, version: ServingVersion, spec: FilterSpec, timeout: float):
         """A check of popularity picks against the filter as Milvus holds it (one query per segment)."""
-        base = milvus_expr(FilterSpec(spec.include_genres, spec.exclude_genres, spec.available_only))
+        base = milvus_expr(spec.without_ids())
 
         def verify(picks: list) -> list:
             ids = ", ".join(json.dumps(p.item_id, ensure_ascii=False) for p in picks)
@@ -312,7 +324,7 @@ class Retriever:
                 if not rows:
                     raise NotFound(f"item_id: unknown item {request.item_id!r}")
                 vector = np.asarray(rows[0][schema.VECTOR_FIELD], dtype=np.float32)
-                hits = self._search(version, vector, request.k, milvus_expr(spec), timeout)
+                hits = self._ann(version, vector, request.k, spec, timeout)
                 picked.extend((item, score, ANN) for item, score in hits)
             except SearchFailed as exc:
                 degraded = exc.reason
