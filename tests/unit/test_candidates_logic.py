@@ -167,3 +167,29 @@ def test_demographic_segment_of_a_user():
     assert segments.segment_of(np.array([1, 30, np.nan, np.nan, 0, 1, 0], dtype=np.float32)) == 5
     assert segments.segment_of(np.array([1, 30, 1, 0, 0, 0, 0], dtype=np.float32)) is None  # no list for 2
     assert segments.segment_of(None) is None
+
+
+class _RecordingSearch:
+    """Stands in for Retriever._search: ranks fixed hits, records each call's limit and expression."""
+
+    def __init__(self, hits):
+        self.hits, self.calls = hits, []
+
+    def _search(self, version, vector, limit, expr, timeout):
+        self.calls.append((limit, expr))
+        return self.hits[:limit]
+
+
+def test_excluded_ids_are_dropped_from_an_over_fetched_answer():
+    from recsys.candidates.retrieval import POST_FILTER_MAX, Retriever
+
+    hits = [(f"i{j}", 1.0 - j / 100) for j in range(100)]
+    search = _RecordingSearch(hits)
+    spec = FilterSpec(available_only=True, exclude_ids=frozenset({"i0", "i2", "i5"}))
+    got = Retriever._ann(search, None, None, 5, spec, 0.1)
+    assert [item for item, _ in got] == ["i1", "i3", "i4", "i6", "i7"]
+    assert search.calls == [(8, "available == true")]  # k + excluded, no id list in the expression
+
+    many = FilterSpec(exclude_ids=frozenset(f"x{j}" for j in range(POST_FILTER_MAX)))
+    Retriever._ann(search, None, None, 5, many, 0.1)
+    assert search.calls[-1][0] == 5 and "not in" in search.calls[-1][1]  # too many: Milvus filters them
