@@ -3,17 +3,24 @@
 Each window of served features and scores (PredictionLog rows) is compared with the reference frame (the
 training features): per-column drift scores and decisions, the dataset-level decision (share of drifted
 feature columns >= drift_share), prediction drift (the `score` column), and CTR (target) drift of the
-window's impressions against the reference CTR. Results go to the store (history), an Evidently HTML
-report per window, Prometheus gauges and alerts.
+window's impressions against the reference CTR. Results go to the store (history), Prometheus gauges
+and alerts.
+
+The verdict runs Evidently's per-column drift tests only (the ones `DataDriftPreset` picks), which takes a
+fraction of a second; the preset's charts cost several times that, so the window's Evidently HTML report
+is drawn afterwards (`render_pending`; in the service by a lower-priority thread of the drift process) from
+the compared window kept next to it, and its path is stored with the report once written.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +48,15 @@ WINDOW_CTR = Gauge("recsys_monitoring_window_ctr", "CTR of the latest drift wind
 CTR_DRIFT = Gauge("recsys_monitoring_ctr_drift", "1 when the latest window's CTR drifted from the reference")
 REPORT_SECONDS = Histogram(
     "recsys_monitoring_drift_report_seconds",
-    "Time to compute one drift report",
+    "Time to compute and store one window's drift verdict",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
 )
+HTML_SECONDS = Histogram(
+    "recsys_monitoring_drift_html_seconds",
+    "Time to draw one window's Evidently HTML report (after its verdict is stored)",
+    buckets=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+)
+WINDOW_SUFFIX = ".window.parquet"  # a reported window whose HTML is still to be drawn
 
 
 @dataclass
@@ -97,7 +110,6 @@ class DriftResult:
     drifted_share: float
     prediction_drift: bool
     prediction_score: float
-    report_path: str
 
 
 def ctr_drift(clicks: int, impressions: int, reference_ctr: float | None, alpha: float) -> tuple[bool, float]:
@@ -110,21 +122,39 @@ def ctr_drift(clicks: int, impressions: int, reference_ctr: float | None, alpha:
     return p_value < alpha, p_value
 
 
-class DriftDetector:
-    """Runs the Evidently report of one window against the reference."""
+def column_drift(name: str, reference: pd.Series, current: pd.Series) -> dict:
+    """Evidently's drift test of one numeric column, chosen and thresholded as `ValueDrift` and the
+    `DataDriftPreset` do by default (Wasserstein distance above 1,000 reference rows, K-S below, Jensen-Shannon
+    / chi-square / Z for few distinct values), without the charts those metrics draw."""
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
 
-    def __init__(self, reference: Reference, drift_share: float = 0.5, reports_dir: Path | None = None) -> None:
+    reference = reference.replace([np.inf, -np.inf], np.nan).dropna()
+    current = current.replace([np.inf, -np.inf], np.nan).dropna()
+    if reference.empty or current.empty:
+        raise ValueError(f"column {name!r} has no finite value in the {'reference' if reference.empty else 'window'}")
+    test = get_stattest(reference, current, ColumnType.Numerical, None)
+    result = test(reference, current, ColumnType.Numerical, None)
+    return {
+        "column": name,
+        "score": float(result.drift_score),
+        "method": test.display_name,
+        "drifted": bool(result.drifted),
+    }
+
+
+class DriftDetector:
+    """Drift verdicts of a window against the reference, and the Evidently HTML report drawn afterwards."""
+
+    def __init__(self, reference: Reference, drift_share: float = 0.5) -> None:
         self.reference = reference
         self.drift_share = drift_share
-        self.reports_dir = reports_dir
 
-    def run(self, current: pd.DataFrame, report_id: str, score_reference: np.ndarray | None = None) -> DriftResult:
-        """Drift of `current` (features + `score`) against the reference; saves the HTML when a reports
-        folder is set. `score_reference` stands in for a reference without a score column."""
-        from evidently import DataDefinition, Dataset, Report
-        from evidently.metrics import ValueDrift
-        from evidently.presets import DataDriftPreset
-
+    def frames(
+        self, current: pd.DataFrame, score_reference: np.ndarray | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+        """(reference, current, features) aligned on the compared columns; `score` is in both when the
+        reference has scores or `score_reference` stands in for them (resampled to the reference length)."""
         features = [c for c in self.reference.features if c in current.columns]
         if not features:
             raise ValueError(
@@ -137,55 +167,48 @@ class DriftDetector:
         if scored:
             if SCORE in self.reference.frame.columns:
                 ref[SCORE] = self.reference.frame[SCORE].to_numpy()
-            else:  # the baseline scores, resampled to the reference length (same distribution)
+            else:
                 rng = np.random.default_rng(0)
                 ref[SCORE] = rng.choice(np.asarray(score_reference, dtype=np.float64), size=len(ref))
             cur = cur.assign(**{SCORE: current[SCORE].to_numpy(dtype=np.float64)})
-        columns = [*features, SCORE] if scored else features
-        definition = DataDefinition(numerical_columns=columns)
+        return ref, cur.reset_index(drop=True), features
+
+    def run(self, current: pd.DataFrame, score_reference: np.ndarray | None = None) -> tuple[DriftResult, pd.DataFrame]:
+        """Per-column drift of `current` (features + `score`) against the reference; returns the verdict and
+        the compared window (what `render_html` draws later)."""
+        ref, cur, features = self.frames(current, score_reference)
+        columns = [column_drift(name, ref[name], cur[name]) for name in features]
+        prediction = column_drift(SCORE, ref[SCORE], cur[SCORE]) if SCORE in cur.columns else None
+        share = sum(c["drifted"] for c in columns) / len(columns)
+        result = DriftResult(
+            columns=columns,
+            dataset_drift=share >= self.drift_share,
+            drifted_share=share,
+            prediction_drift=bool(prediction and prediction["drifted"]),
+            prediction_score=prediction["score"] if prediction else math.nan,
+        )
+        return result, cur
+
+    def render_html(self, window: pd.DataFrame, path: Path, score_reference: np.ndarray | None = None) -> None:
+        """The Evidently report (data drift preset with its charts, plus score drift) of a compared window,
+        written to `path` atomically."""
+        from evidently import DataDefinition, Dataset, Report
+        from evidently.metrics import ValueDrift
+        from evidently.presets import DataDriftPreset
+
+        ref, cur, features = self.frames(window, score_reference)
+        definition = DataDefinition(numerical_columns=list(cur.columns))
         metrics: list = [DataDriftPreset(columns=features, drift_share=self.drift_share)]
-        if scored:
+        if SCORE in cur.columns:
             metrics.append(ValueDrift(column=SCORE))
         snapshot = Report(metrics, include_tests=True).run(
             reference_data=Dataset.from_pandas(ref, data_definition=definition),
             current_data=Dataset.from_pandas(cur, data_definition=definition),
         )
-        result = _parse(snapshot.dict(), features, self.drift_share)
-        if self.reports_dir is not None:
-            self.reports_dir.mkdir(parents=True, exist_ok=True)
-            path = self.reports_dir / f"{report_id}.html"
-            snapshot.save_html(str(path))
-            result.report_path = str(path)
-        return result
-
-
-def _parse(summary: dict, features: list[str], drift_share: float) -> DriftResult:
-    scores: dict[str, tuple[float, str]] = {}
-    for metric in summary["metrics"]:
-        config = metric.get("config", {})
-        if config.get("type", "").endswith("ValueDrift"):
-            scores[config["column"]] = (float(metric["value"]), str(config.get("method", "")))
-    failed = set()
-    for test in summary.get("tests", []):
-        params = test.get("metric_config", {}).get("params", {})
-        if params.get("type", "").endswith("ValueDrift") and str(test.get("status", "")).endswith("FAIL"):
-            failed.add(params["column"])
-    columns = [
-        {"column": name, "score": scores[name][0], "method": scores[name][1], "drifted": name in failed}
-        for name in features
-        if name in scores
-    ]
-    n_drifted = sum(c["drifted"] for c in columns)
-    share = n_drifted / len(columns) if columns else 0.0
-    prediction_score = scores.get(SCORE, (math.nan, ""))[0]
-    return DriftResult(
-        columns=columns,
-        dataset_drift=bool(columns) and share >= drift_share,
-        drifted_share=share,
-        prediction_drift=SCORE in failed,
-        prediction_score=prediction_score,
-        report_path="",
-    )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        snapshot.save_html(str(partial))
+        os.replace(partial, path)
 
 
 def report_id_of(window_id: int) -> str:
@@ -246,6 +269,7 @@ class DriftWorker:
             self._wake.clear()
             try:
                 self.process_closed()
+                self.render_pending(self._wake.is_set)
             except Exception:
                 log.exception("drift report failed; retrying on the next window")
             self._wake.wait(5.0)
@@ -273,7 +297,7 @@ class DriftWorker:
         except Exception as exc:  # a window that cannot be compared must not hold back the next ones
             log.exception("drift computation failed", extra={"report_id": report_id})
             self.alerts.fire("drift_error", f"drift report {report_id} failed: {exc}", report_id)
-            result = DriftResult([], False, 0.0, False, math.nan, "")
+            result = DriftResult([], False, 0.0, False, math.nan)
         record = DriftReportRecord(
             report_id=report_id,
             window_id=window_id,
@@ -289,7 +313,7 @@ class DriftWorker:
             impressions=impressions,
             ctr_drift=drifted_ctr,
             ctr_p=ctr_p,
-            report_path=result.report_path,
+            report_path="",  # set once the HTML report is drawn (render_pending)
             columns=result.columns,
         )
         if not self.store.save_report(record):
@@ -316,24 +340,58 @@ class DriftWorker:
         return bucket_of(start_ms, self.bucket_s), min(bucket_of(end_ms, self.bucket_s), last_mature)
 
     def _evidently(self, current: pd.DataFrame, report_id: str) -> DriftResult:
+        """The window's verdict; with a reports folder, the compared window is kept there until its HTML
+        report is drawn (`render_pending`), so a restart in between still draws it."""
         if current.empty:
-            return DriftResult([], False, 0.0, False, math.nan, "")
+            return DriftResult([], False, 0.0, False, math.nan)
         if self.detector is None:
             if self.fallback_reference_path is None:
-                return DriftResult([], False, 0.0, False, math.nan, "")
+                return DriftResult([], False, 0.0, False, math.nan)
             # No training reference configured: this first window becomes the reference.
             current.to_parquet(self.fallback_reference_path, index=False)
             log.warning("first window kept as the drift reference", extra={"path": str(self.fallback_reference_path)})
-            self.detector = DriftDetector(Reference.from_frame(current), self.drift_share, self.reports_dir)
+            self.detector = DriftDetector(Reference.from_frame(current), self.drift_share)
         score_reference = None
         if SCORE not in self.detector.reference.frame.columns and SCORE in current.columns:
-            stored = self.store.get_meta(_BASELINE_KEY)
-            if stored is None:  # the first window's scores become the prediction-drift baseline
+            score_reference = self._score_baseline()
+            if score_reference is None:  # the first window's scores become the prediction-drift baseline
                 baseline = current[SCORE].to_numpy(dtype=np.float64)[:20_000]
                 self.store.set_meta(_BASELINE_KEY, baseline.tobytes())
+        result, compared = self.detector.run(current, score_reference)
+        if self.reports_dir is not None:
+            self.reports_dir.mkdir(parents=True, exist_ok=True)
+            compared.to_parquet(self.reports_dir / f"{report_id}{WINDOW_SUFFIX}", index=False)
+        return result
+
+    def _score_baseline(self) -> np.ndarray | None:
+        stored = self.store.get_meta(_BASELINE_KEY)
+        return None if stored is None else np.frombuffer(stored, dtype=np.float64)
+
+    def render_pending(self, should_yield: Callable[[], bool] = lambda: False) -> list[str]:
+        """Draw the Evidently HTML report of every reported window still waiting for one, oldest first, and
+        store its path; returns the report ids drawn. Stops early when `should_yield()` (a window closed:
+        verdicts come first)."""
+        if self.reports_dir is None or self.detector is None or not self.reports_dir.is_dir():
+            return []
+        drawn = []
+        for kept in sorted(self.reports_dir.glob(f"*{WINDOW_SUFFIX}")):
+            if self._stop.is_set() or should_yield():
+                break
+            report_id = kept.name.removesuffix(WINDOW_SUFFIX)
+            if self.store.report(report_id) is None:  # its verdict is not stored yet
+                continue
+            started = time.perf_counter()
+            path = self.reports_dir / f"{report_id}.html"
+            try:
+                self.detector.render_html(pd.read_parquet(kept), path, self._score_baseline())
+            except Exception:
+                log.exception("drift HTML report failed; the verdict stays stored", extra={"report_id": report_id})
             else:
-                score_reference = np.frombuffer(stored, dtype=np.float64)
-        return self.detector.run(current, report_id, score_reference)
+                self.store.set_report_path(report_id, str(path))
+                HTML_SECONDS.observe(time.perf_counter() - started)
+                drawn.append(report_id)
+            kept.unlink()
+        return drawn
 
     def _reference_ctr(self) -> float | None:
         if self.detector is not None and self.detector.reference.ctr is not None:

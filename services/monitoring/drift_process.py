@@ -1,7 +1,8 @@
 """The drift worker in its own process, so Evidently never competes with ingestion for the GIL.
 
-The child process opens the same SQLite store, reports on closed windows (Evidently, HTML, history) and
-raises the alerts (stored, logged, POSTed). It exits by itself when its parent disappears. The parent
+The child process opens the same SQLite store, reports on closed windows (Evidently drift verdicts,
+history) and raises the alerts (stored, logged, POSTed); a lower-priority thread then draws each reported
+window's Evidently HTML report. It exits by itself when its parent disappears. The parent
 wakes it when a window closes, restarts it if it dies, and keeps the Prometheus drift gauges and alert
 counters of its own /metrics endpoint current by watching the store.
 """
@@ -21,6 +22,10 @@ from recsys.monitoring.settings import MonitoringSettings
 from recsys.monitoring.store import MonitoringStore
 
 log = logging.getLogger("recsys.monitoring.drift")
+
+# The thread drawing the HTML reports runs at a lower CPU priority (on Linux a thread's niceness is its own):
+# that is background work and must not slow ingestion; the verdicts keep the normal priority.
+HTML_NICENESS = 10
 
 
 def load_reference(settings: MonitoringSettings) -> Reference | None:
@@ -42,7 +47,7 @@ def build_worker(
     """A drift worker over `store` with the configured reference, thresholds and reports folder."""
     reference = load_reference(settings)
     reports_dir = settings.reports_dir if settings.save_html else None
-    detector = DriftDetector(reference, settings.drift_share, reports_dir) if reference is not None else None
+    detector = DriftDetector(reference, settings.drift_share) if reference is not None else None
     return DriftWorker(
         store,
         detector,
@@ -63,17 +68,40 @@ def _child(settings: MonitoringSettings, wake, stop, parent_pid: int) -> None:
     store = MonitoringStore(settings.db_path)
     alerts = AlertSink(store, settings.webhook_url, settings.webhook_timeout_s)
     worker = build_worker(settings, store, alerts, publish=False)
+    html_due, finished = threading.Event(), threading.Event()
+    html = threading.Thread(target=_draw_html, args=(worker, html_due, finished), name="drift-html", daemon=True)
+    html.start()
+    html_due.set()  # windows reported before a restart whose HTML was not drawn yet
     try:
         while not stop.is_set() and os.getppid() == parent_pid:
             wake.clear()
             try:
-                worker.process_closed()
+                if worker.process_closed():
+                    html_due.set()
             except Exception:
                 log.exception("drift report failed; retrying")
             wake.wait(1.0)
     finally:
+        finished.set()
+        html_due.set()
+        html.join(30)
         alerts.close()
         store.close()
+
+
+def _draw_html(worker: DriftWorker, due: threading.Event, finished: threading.Event) -> None:
+    """Draw the HTML reports of reported windows, at a lower priority, until `finished`."""
+    try:
+        os.nice(HTML_NICENESS)
+    except OSError:
+        log.warning("could not lower the HTML thread's priority")
+    while not finished.is_set():
+        due.wait()
+        due.clear()
+        try:
+            worker.render_pending(finished.is_set)
+        except Exception:
+            log.exception("drift HTML reports failed; retrying on the next window")
 
 
 class DriftProcess:

@@ -381,6 +381,11 @@ class MonitoringStore:
                 raise
         return bool(marked)
 
+    def set_report_path(self, report_id: str, path: str) -> None:
+        """Record where a report's HTML was written."""
+        with self._lock:
+            self._writer.execute("UPDATE drift_reports SET report_path = ? WHERE report_id = ?", (path, report_id))
+
     def report(self, report_id: str = "") -> DriftReportRecord | None:
         """The report `report_id`, or the latest when empty; None when there is none."""
         r = self._reader()
