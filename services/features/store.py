@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from feast import FeatureStore, RepoConfig
 
-from recsys.features import definitions, offline
+from recsys.features import definitions, offline, sqlite_store
 from recsys.features.definitions import Layout, Paths
 from recsys.features.settings import FeatureSettings
 
@@ -53,7 +53,8 @@ def redis_connection_string(url: str) -> str:
 def online_store_config(settings: FeatureSettings) -> dict:
     """The `online_store` section for the configured backend."""
     if settings.online_store == "sqlite":
-        return {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
+        # Feast's SQLite store with batched statements (same tables and encoding; see sqlite_store).
+        return {"type": sqlite_store.STORE_TYPE, "path": str(settings.feast_dir / "online.db")}
     if settings.online_store == "redis":
         # skip_dedup: write unconditionally. Feast's Redis store otherwise drops a row whose event timestamp
         # is not newer than the stored one, so a rebuilt table (same as-of time, new values) would never land;

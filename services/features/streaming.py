@@ -27,6 +27,7 @@ from typing import Any
 
 from feast import FeatureStore, ValueType
 from feast.data_source import PushSource
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -139,7 +140,7 @@ class StreamUpdater:
         clock: Callable[[], float] = time.time,
     ) -> None:
         provider = fs._get_provider()
-        if fs.config.online_store.type == "sqlite":
+        if isinstance(provider.online_store, SqliteOnlineStore):
             # With the write-ahead log (set at apply), NORMAL syncs at checkpoints rather than on every commit:
             # a process crash loses nothing; a power loss may lose the last commits.
             provider.online_store._get_conn(fs.config).execute("PRAGMA synchronous=NORMAL")

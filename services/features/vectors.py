@@ -27,6 +27,7 @@ import numpy as np
 from feast import FeatureStore, FeatureView, ValueType
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name
+from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -154,7 +155,8 @@ class VectorReader:
     """Reads one packed Bytes feature (`width` float32 values) for many entities of one view."""
 
     def __init__(self, fs: FeatureStore, view: FeatureView, feature: str, width: int) -> None:
-        kind = fs.config.online_store.type
+        online = fs._get_provider().online_store
+        kind = "sqlite" if isinstance(online, SqliteOnlineStore) else fs.config.online_store.type
         backend = {"sqlite": _SqliteBlobs, "redis": _RedisBlobs}.get(kind, _ProviderBlobs)
         self.backend = backend(fs, view, feature)
         self.view_name = view.name

@@ -101,7 +101,7 @@ def test_feature_store_yaml_variants_match_the_generated_config(tmp_path, monkey
     repo = Path(__file__).resolve().parents[2] / "feature_repo"
     monkeypatch.setenv("RECSYS_FEAST_DIR", str(tmp_path / "feast"))
     sqlite = load_repo_config(repo, repo / "feature_store.yaml")
-    assert sqlite.online_store.type == "sqlite"
+    assert sqlite.online_store.type == online_store_config(_settings(tmp_path))["type"]
     assert sqlite.online_store.path == online_store_config(_settings(tmp_path))["path"]
     assert sqlite.registry.path == str(tmp_path / "feast" / "registry.db")
     redis = load_repo_config(repo, repo / "feature_store.redis.yaml")
