@@ -14,7 +14,9 @@ registry versions that contain its folder; the service calls LightGBM "lightgbm"
 
 from __future__ import annotations
 
+import importlib.abc
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +37,33 @@ def configure_threads(torch_threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, torch_threads))
+
+
+class _NoSklearn(importlib.abc.MetaPathFinder):
+    """Makes `sklearn` unimportable while LightGBM is imported (see `import_lightgbm`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError(f"{name} is not imported by the ranking service's LightGBM")
+        return None
+
+
+def import_lightgbm() -> None:
+    """Import LightGBM without its optional scikit-learn integration (once per process).
+
+    `lightgbm.compat` imports scikit-learn (and SciPy) only for the `LGBMModel` wrappers; the service uses
+    `lightgbm.Booster` alone. Measured on 2 cores: `import lightgbm` 1.38 s -> 0.18 s, on the replica's start
+    path. scikit-learn stays importable afterwards; only LightGBM's sklearn wrappers are off in this process.
+    A process that already imported LightGBM (training, tests) is left as it is.
+    """
+    if "lightgbm" in sys.modules:
+        return
+    blocker = _NoSklearn()
+    sys.meta_path.insert(0, blocker)
+    try:
+        import lightgbm  # noqa: F401
+    finally:
+        sys.meta_path.remove(blocker)
 
 
 def list_versions(models_dir: str, name: str) -> list[str]:
@@ -121,6 +150,7 @@ def load_ranker(models_dir: str, name: str, version: str, lgbm_threads: int = 1)
         model.net.eval()
         torch_model = True
     else:
+        import_lightgbm()
         from recsys.training.lgbm import LGBMRankerModel
 
         model = LGBMRankerModel.load(folder)

@@ -35,8 +35,9 @@ RAY_TEMP_DIR = declare(
 RAY_FAST_PATH = declare(
     "RECSYS_RAY_FAST_PATH",
     True,
-    "Local Ray: proxy->replica over gRPC and user code on the replica loop "
-    "(RAY_SERVE_PROXY_USE_GRPC=1, RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0, unless set)",
+    "Local Ray: Serve's low-latency settings in the env of the Ray processes (proxy->replica over gRPC, router "
+    "and user code on the main loop, buffered request-path logs, passive OpenMP waits; a variable already set "
+    "wins; see services/ranking/README.md)",
     SCOPE,
 )
 DEFAULT_MODEL = declare("RECSYS_RANKING_DEFAULT_MODEL", "dcn", "Ranker used when a request names none", SCOPE)

@@ -54,6 +54,22 @@ envFrom:
 env:
   - name: RAY_USAGE_STATS_ENABLED
     value: "0"
+  # Serve latency settings (services/ranking/README.md "Latency settings"; the local Ray gets the same from
+  # runtime.FAST_PATH_ENV). Entries of .Values.env come later and override these.
+  - name: RAY_SERVE_PROXY_USE_GRPC
+    value: "1"
+  - name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
+    value: "0"
+  - name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
+    value: "0"
+  - name: RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE
+    value: "1000"
+  - name: RAY_SERVE_FREEZE_GC_ON_STARTUP
+    value: "1"
+  - name: RAY_SERVE_ENABLE_DIRECT_INGRESS
+    value: "0"
+  - name: OMP_WAIT_POLICY
+    value: "PASSIVE"
   {{- with include "recsys.credentialEnv.for" (dict "root" $root "uses" ($root.Values.uses | default list)) | trim }}
   {{- . | nindent 2 }}
   {{- end }}
