@@ -363,5 +363,15 @@ def _check_matrix(matrix, name: str) -> None:
 
 
 def _short_reason(exc: Exception) -> str:
+    """A one-line reason safe to show a caller: the gRPC status of a failed Milvus call, else the message."""
+    code = getattr(exc, "code", None)
+    if callable(code):  # a grpc.RpcError from the Milvus channel (its repr carries debug strings)
+        try:
+            status = code()
+        except Exception:  # noqa: BLE001 - not a grpc error after all
+            status = None
+        if status is not None:
+            detail = exc.details() if callable(getattr(exc, "details", None)) else ""
+            return " ".join(f"{getattr(status, 'name', status)}: {detail or ''}".split())[:200].rstrip(": ")
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())[:200]

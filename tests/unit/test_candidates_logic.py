@@ -193,3 +193,22 @@ def test_excluded_ids_are_dropped_from_an_over_fetched_answer():
     many = FilterSpec(exclude_ids=frozenset(f"x{j}" for j in range(POST_FILTER_MAX)))
     Retriever._ann(search, None, None, 5, many, 0.1)
     assert search.calls[-1][0] == 5 and "not in" in search.calls[-1][1]  # too many: Milvus filters them
+
+
+def test_a_milvus_rpc_error_becomes_a_short_reason():
+    import grpc
+
+    from recsys.candidates.retrieval import _short_reason
+
+    class Rpc(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def details(self):
+            return "Deadline Exceeded"
+
+        def __str__(self):
+            return "<_InactiveRpcError debug_error_string = ...>"
+
+    assert _short_reason(Rpc()) == "DEADLINE_EXCEEDED: Deadline Exceeded"
+    assert _short_reason(ValueError("bad   things\n happen")) == "bad things happen"
