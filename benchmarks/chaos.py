@@ -3,9 +3,11 @@
 The stack (every service its own process, a private Kafka, Milvus Lite inside the candidate service) runs
 under continuous Recommend load plus click events through EventService. In turn: each service is killed
 (SIGKILL; the supervisor restarts it), Milvus Lite's server process is killed, Kafka is stopped and started
-again. For each fault it records failed valid requests, the degraded share, and the recovery time (until a
-fully ranked, non-degraded answer). At the end, every click that EventService accepted must have reached
-Kafka: `events_lost` compares the accepted event ids with those read back from the events topic.
+again. For each fault it records failed valid requests, the degraded share, and the recovery time from the end of
+the fault until what it broke works again: a fully ranked, non-degraded Recommend (ranking, candidates, features,
+Milvus), OnlineMetrics answering (monitoring), EventService accepting a click (Kafka). At the end, every click
+that EventService accepted must have reached Kafka: `events_lost` compares the accepted event ids with those read
+back from the events topic.
 
 Last line: one JSON object with `errors`, `degraded_rate`, `max_recovery_s`, `events_lost` and per-fault detail.
 """
@@ -81,18 +83,46 @@ class Load:
         self._thread.join(timeout=30)
 
 
-def wait_recovered(gateway: str, user: str, timeout_s: float = 180.0) -> float:
+def _poll(probe, timeout_s: float) -> float:
+    """Seconds until `probe()` first returns True (polled every 100 ms); inf when it never does."""
     started = time.monotonic()
-    with RecsysClient(gateway, timeout_s=2.0) as client:
-        while time.monotonic() - started < timeout_s:
-            try:
-                recs = client.recommend(user, 10)
-                if not recs.degraded and recs.model:
-                    return time.monotonic() - started
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
+    while time.monotonic() - started < timeout_s:
+        try:
+            if probe():
+                return time.monotonic() - started
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
     return float("inf")
+
+
+def ranked_answer(gateway: str, user: str):
+    """Probe: a fully ranked, non-degraded Recommend (what a killed feature/candidate/ranking service breaks)."""
+    client = RecsysClient(gateway, timeout_s=2.0)
+
+    def probe() -> bool:
+        recs = client.recommend(user, 10)
+        return not recs.degraded and bool(recs.model)
+
+    return probe
+
+
+def monitoring_answers(gateway: str, monitoring: str):
+    """Probe: the monitoring service answers OnlineMetrics again."""
+    client = RecsysClient(gateway, monitoring=monitoring, timeout_s=2.0)
+    return lambda: client.online_metrics(timeout_s=1.0) is not None
+
+
+def event_accepted(gateway: str, user: str):
+    """Probe: EventService accepts a click again (it answers only once Kafka acknowledged it)."""
+    client = RecsysClient(gateway, timeout_s=2.0)
+
+    def probe() -> bool:
+        event = events_pb2.Event(event_id=f"probe-{uuid.uuid4().hex}", type=events_pb2.EVENT_TYPE_CLICK,
+                                 user_id=user, item_id="probe", timestamp_ms=int(time.time() * 1000))
+        return client.publish([event], timeout_s=2.0) == 1
+
+    return probe
 
 
 def milvus_lite_pids(candidates_pid: int) -> list[int]:
@@ -130,26 +160,30 @@ def main() -> None:
             load = Load(gateway, users, max_s=900)
             faults: dict[str, dict] = {}
             try:
-                wait_recovered(gateway, users[0])
+                _poll(ranked_answer(gateway, users[0]), 180)
                 load.start()
                 time.sleep(3)
+                # Recovery is timed from the moment the fault ends: a killed process is dead at once (the
+                # supervisor restarts it); Kafka ends its outage when `kafka.sh start` returns.
                 for name in ("ranking", "candidates", "features", "monitoring", "milvus", "kafka"):
                     load.phase = name
-                    started = time.monotonic()
+                    probe = ranked_answer(gateway, users[1])
                     if name == "milvus":
                         for pid in milvus_lite_pids(sup.children["candidates"].proc.pid):
                             os.kill(pid, signal.SIGKILL)
                     elif name == "kafka":
                         broker.run("stop")
-                        time.sleep(5)
+                        time.sleep(5)  # a 5 s outage under load
                         broker.run("start")
+                        probe = event_accepted(gateway, users[1])
                     else:
                         sup.kill(name)
-                    time.sleep(3)
-                    recovery = wait_recovered(gateway, users[1])
-                    faults[name] = {"recovery_s": round(time.monotonic() - started if recovery != float("inf")
-                                                        else recovery, 1), **load.stats.get(name, {})}
+                        if name == "monitoring":
+                            probe = monitoring_answers(gateway, cfg.address("monitoring"))
+                    recovery = _poll(probe, 180)
+                    faults[name] = {"recovery_s": round(recovery, 1), **load.stats.get(name, {})}
                     print(f"{name:<11} {faults[name]}", flush=True)
+                    time.sleep(2)  # load on the recovered stack before the next fault
                 load.phase = "after"
                 time.sleep(3)
             finally:
