@@ -81,7 +81,7 @@ class Supervisor:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def watch(self, interval_s: float = 1.0) -> None:
+    def watch(self, interval_s: float = 0.2) -> None:
         """Restart crashed children in a background thread until stop()."""
 
         def loop() -> None:
