@@ -3,11 +3,12 @@
 The stack (every service its own process, a private Kafka, Milvus Lite inside the candidate service) runs
 under continuous Recommend load plus click events through EventService. In turn: each service is killed
 (SIGKILL; the supervisor restarts it), Milvus Lite's server process is killed, Kafka is stopped and started
-again. For each fault it records failed valid requests, the degraded share, and the recovery time from the end of
-the fault until what it broke works again: a fully ranked, non-degraded Recommend (ranking, candidates, features,
-Milvus), OnlineMetrics answering (monitoring), EventService accepting a click (Kafka). At the end, every click
-that EventService accepted must have reached Kafka: `events_lost` compares the accepted event ids with those read
-back from the events topic.
+again. For each fault it records failed valid requests, the degraded share, and the recovery time: from the fault
+until what it broke works again, a fully ranked, non-degraded Recommend (ranking, candidates, features, Milvus) or
+OnlineMetrics answering (monitoring), counted only once the outage has shown (a killed process's helpers may answer
+for a moment); for Kafka, from the broker's restart until EventService accepts a click again. At the end, every
+click that EventService accepted must have reached Kafka: `events_lost` compares the accepted event ids with those
+read back from the events topic.
 
 Last line: one JSON object with `errors`, `degraded_rate`, `max_recovery_s`, `events_lost` and per-fault detail.
 """
@@ -96,6 +97,27 @@ def _poll(probe, timeout_s: float) -> float:
     return float("inf")
 
 
+def _ok(probe) -> bool:
+    try:
+        return bool(probe())
+    except grpc.RpcError:
+        return False
+
+
+def _downtime(probe, started: float, show_s: float = 10.0, timeout_s: float = 180.0) -> float:
+    """Seconds from `started` (the fault) until `probe` passes again after it first failed: the outage as
+    clients see it. A killed process's helpers can answer for a moment before they notice, so the clock
+    stops only after the fault has shown; a fault that never shows within `show_s` cost 0 s."""
+    deadline = started + show_s
+    while _ok(probe):
+        if time.monotonic() > deadline:
+            return 0.0
+        time.sleep(0.05)
+    if _poll(probe, timeout_s) == float("inf"):
+        return float("inf")
+    return time.monotonic() - started
+
+
 def ranked_answer(gateway: str, user: str):
     """Probe: a fully ranked, non-degraded Recommend (what a killed feature/candidate/ranking service breaks)."""
     client = RecsysClient(gateway, timeout_s=2.0)
@@ -168,6 +190,7 @@ def main() -> None:
                 for name in ("ranking", "candidates", "features", "monitoring", "milvus", "kafka"):
                     load.phase = name
                     probe = ranked_answer(gateway, users[1])
+                    started = time.monotonic()
                     if name == "milvus":
                         for pid in milvus_lite_pids(sup.children["candidates"].proc.pid):
                             os.kill(pid, signal.SIGKILL)
@@ -175,12 +198,15 @@ def main() -> None:
                         broker.run("stop")
                         time.sleep(5)  # a 5 s outage under load
                         broker.run("start")
-                        probe = event_accepted(gateway, users[1])
+                        started = time.monotonic()  # the outage ends here; events must flow again
                     else:
                         sup.kill(name)
                         if name == "monitoring":
                             probe = monitoring_answers(gateway, cfg.address("monitoring"))
-                    recovery = _poll(probe, 180)
+                    if name == "kafka":
+                        recovery = _poll(event_accepted(gateway, users[1]), 180)
+                    else:
+                        recovery = _downtime(probe, started)
                     faults[name] = {"recovery_s": round(recovery, 1), **load.stats.get(name, {})}
                     print(f"{name:<11} {faults[name]}", flush=True)
                     time.sleep(2)  # load on the recovered stack before the next fault
