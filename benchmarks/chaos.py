@@ -15,6 +15,7 @@ Last line: one JSON object with `errors`, `degraded_rate`, `max_recovery_s`, `ev
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -48,7 +49,8 @@ class Load:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _count(self, key: str) -> None:
-        self.stats.setdefault(self.phase, {"ok": 0, "errors": 0, "degraded": 0})[key] += 1
+        phase = self.stats.setdefault(self.phase, {"ok": 0, "errors": 0, "degraded": 0})
+        phase[key] = phase.get(key, 0) + 1
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_s
@@ -62,6 +64,8 @@ class Load:
                     self._count("ok")
                     if recs.degraded:
                         self._count("degraded")
+                        for reason in recs.degraded_reasons:  # "hop: status", e.g. "rank: UNAVAILABLE"
+                            self._count(f"degraded by {reason.split(':')[0]}")
                 except grpc.RpcError:
                     self._count("errors")
                     continue
@@ -169,8 +173,11 @@ def read_event_ids(bootstrap: str, topic: str) -> set[str]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, default=None, help="state and service logs here, kept afterwards")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recsys-chaos-") as tmp:
-        var = Path(tmp)
+        var = args.keep or Path(tmp)
         with local_broker(var / "kafka") as broker:
             cfg = StackConfig(var, var / "models", broker.bootstrap,
                               {n: free_port() for n in ("gateway", "features", "candidates", "ranking", "monitoring")})
