@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 from prometheus_client import Counter
 
@@ -364,14 +365,8 @@ def _check_matrix(matrix, name: str) -> None:
 
 def _short_reason(exc: Exception) -> str:
     """A one-line reason safe to show a caller: the gRPC status of a failed Milvus call, else the message."""
-    code = getattr(exc, "code", None)
-    if callable(code):  # a grpc.RpcError from the Milvus channel (its repr carries debug strings)
-        try:
-            status = code()
-        except Exception:  # noqa: BLE001 - not a grpc error after all
-            status = None
-        if status is not None:
-            detail = exc.details() if callable(getattr(exc, "details", None)) else ""
-            return " ".join(f"{getattr(status, 'name', status)}: {detail or ''}".split())[:200].rstrip(": ")
+    if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):  # its repr carries debug strings
+        detail = " ".join(str(exc.details() or "").split())
+        return f"{exc.code().name}: {detail}"[:200] if detail else exc.code().name
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())[:200]

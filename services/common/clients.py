@@ -40,14 +40,7 @@ def channel(target: str, tls: TlsConfig | None = None, server_name: str | None =
     """A channel to target ("host:port"): TLS when `tls` (default: RECSYS_TLS_* from the environment) configures a
     CA or a client certificate and target is not one of its plaintext targets; plaintext otherwise.
     `server_name` (or RECSYS_TLS_SERVER_NAME) replaces the host name checked in the server's certificate."""
-    tls = TlsConfig.from_env() if tls is None else tls
-    if not tls.uses_tls_for(target):
-        return insecure_channel(target)
-    options: list[tuple[str, int | str]] = list(channel_options())
-    name = server_name or tls.server_name
-    if name:
-        options.append(("grpc.ssl_target_name_override", name))
-    return grpc.secure_channel(target, tls.channel_credentials(), options=options)
+    return _make_channel(grpc, target, tls, server_name)
 
 
 secure_or_insecure_channel = channel
@@ -55,14 +48,19 @@ secure_or_insecure_channel = channel
 
 def aio_channel(target: str, tls: TlsConfig | None = None, server_name: str | None = None) -> grpc.aio.Channel:
     """The asyncio counterpart of `channel` (same RECSYS_TLS_* rules)."""
+    return _make_channel(grpc.aio, target, tls, server_name)
+
+
+def _make_channel(api, target: str, tls: TlsConfig | None, server_name: str | None):
+    """`api.insecure_channel` or `api.secure_channel` (api: `grpc` or `grpc.aio`) by the TLS rules of `channel`."""
     tls = TlsConfig.from_env() if tls is None else tls
-    if not tls.uses_tls_for(target):
-        return grpc.aio.insecure_channel(target, options=channel_options())
     options: list[tuple[str, int | str]] = list(channel_options())
+    if not tls.uses_tls_for(target):
+        return api.insecure_channel(target, options=options)
     name = server_name or tls.server_name
     if name:
         options.append(("grpc.ssl_target_name_override", name))
-    return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+    return api.secure_channel(target, tls.channel_credentials(), options=options)
 
 
 def request_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ...]:

@@ -155,7 +155,8 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
         # Only the requested features are read (as Feast's Redis store does; its SQLite store reads them all).
         features = list(dict.fromkeys(requested_features or ()))
         only = f" AND feature_name IN ({','.join('?' * len(features))})" if features else ""
-        found: dict[bytes, tuple[dict[str, ValueProto], list]] = {}
+        values: dict[bytes, dict[str, ValueProto]] = {}
+        stamps: dict[bytes, Any] = {}  # an entity's last row's event_ts, as Feast's read keeps it
         conn = self._get_conn(config)
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), _READ_CHUNK):
@@ -167,17 +168,9 @@ class BatchedSqliteOnlineStore(SqliteOnlineStore):
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))}){only} ORDER BY entity_key",
                 [*chunk, *features],
             ):
-                entry = found.get(key)
-                if entry is None:
-                    entry = found[key] = ({}, [ts])
-                else:
-                    entry[1][0] = ts
-                entry[0][feature] = ValueProto.FromString(blob)
-        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
-        for key in keys:
-            entry = found.get(key)
-            out.append((None, None) if entry is None else (_stored_time(entry[1][0]), entry[0]))
-        return out
+                values.setdefault(key, {})[feature] = ValueProto.FromString(blob)
+                stamps[key] = ts
+        return [(_stored_time(stamps[key]), values[key]) if key in values else (None, None) for key in keys]
 
 
 def _stored_time(raw: Any) -> datetime:

@@ -27,7 +27,6 @@ from typing import Any
 
 from feast import FeatureStore, ValueType
 from feast.data_source import PushSource
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -140,10 +139,6 @@ class StreamUpdater:
         clock: Callable[[], float] = time.time,
     ) -> None:
         provider = fs._get_provider()
-        if isinstance(provider.online_store, SqliteOnlineStore):
-            # With the write-ahead log (set at apply), NORMAL syncs at checkpoints rather than on every commit:
-            # a process crash loses nothing; a power loss may lose the last commits.
-            provider.online_store._get_conn(fs.config).execute("PRAGMA synchronous=NORMAL")
         self.views = StreamViews(fs)
         self.writers = {
             source: [_ViewWriter(provider, fs.config, view) for view in push_targets(fs, source)]

@@ -17,11 +17,12 @@ from recsys.gateway.fallbacks import BatchLists, PopularItems
 from recsys.gateway.hops import Backends, HopResult, finish, start_hop
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.settings import GatewaySettings
+from recsys.training.features import HISTORY_LEN
 from recsys.v1 import candidates_pb2, features_pb2, ranking_pb2, recommend_pb2
 
 # Per-hop caps (ms); the effective deadline is the smaller of the cap and what the budget has left.
 HOP_CAP_MS = {"user_features": 15.0, "recent_items": 15.0, "retrieve": 35.0, "item_features": 25.0, "rank": 35.0}
-RECENT_ITEMS_LIMIT = 500  # the stored history (HISTORY_LEN): every item the user saw is excluded
+RECENT_ITEMS_LIMIT = HISTORY_LEN  # the whole stored history: every item the user saw is excluded
 
 
 @dataclass
