@@ -184,6 +184,7 @@ class SyncProducer:
             raise Unavailable("event stream unavailable, retry later") from exc
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._producer is not None:
             self._producer.close(timeout=1)
 
