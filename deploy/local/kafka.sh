@@ -243,7 +243,11 @@ cmd_start() {
   local log4j="-Dlog4j2.configurationFile=$HERE/kafka/log4j2.properties"
   if [[ ! -f "$DATA_DIR/meta.properties" ]]; then
     local cluster_id
-    cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # A random cluster id as Kafka makes them (`kafka-storage random-uuid`): URL-safe base64 of a UUID, never
+    # starting with "-" (the tool's argument parser would read such an id as an option: 1 start in 64 failed).
+    cluster_id="$("$PYTHON" -c 'import base64, uuid
+while (cid := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(cid)')"
     local scram=() name password
     if secured; then
       while read -r name password; do
