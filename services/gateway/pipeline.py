@@ -102,7 +102,10 @@ class Recommender:
             "retrieve", self.backends.candidates.Retrieve,
             candidates_pb2.RetrieveRequest(
                 user_id=user_id, k=retrieval_k, filter=cand_filter,
-                recent_item_ids=list(recent.value.item_ids) if recent.ok else [], user_features=user_features,
+                # Without the history (its hop failed) the candidate service fetches the user's whole context
+                # itself, so what the user saw is still excluded.
+                recent_item_ids=list(recent.value.item_ids) if recent.ok else [],
+                user_features=user_features if recent.ok else features_pb2.FeatureMatrix(),
             ),
             budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
         )))

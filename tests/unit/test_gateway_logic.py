@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+import grpc
 import pytest
 
 from recsys.common.config import ConfigError
 from recsys.common.errors import InvalidArgument
 from recsys.gateway.budget import Budget
 from recsys.gateway.events import validate_events
-from recsys.gateway.experiments import Experiment
+from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.server import validate_recommend
 from recsys.gateway.settings import GatewaySettings
@@ -119,3 +120,58 @@ def test_event_validation():
         validate_events([events_pb2.Event(type=2, user_id="u", item_id="i"), events_pb2.Event(type=2, user_id="u")])
     with pytest.raises(InvalidArgument, match="events"):
         validate_events([])
+
+
+class _Call:
+    """A unary stub method for the Recommender: records requests; answers or fails with a status."""
+
+    def __init__(self, answer=None, fail: bool = False):
+        self.answer, self.fail, self.requests = answer, fail, []
+
+    def future(self, request, timeout, metadata):
+        self.requests.append(request)
+        call = self
+
+        class _Future:
+            def result(self):
+                if call.fail:
+                    class _Late(grpc.RpcError):
+                        def code(self):
+                            return grpc.StatusCode.DEADLINE_EXCEEDED
+                    raise _Late()
+                return call.answer
+
+        return _Future()
+
+
+def test_a_failed_history_hop_lets_the_candidate_service_fetch_the_users_context(monkeypatch):
+    """Without the recent items the gateway must not pass user features alone: the candidate service then
+    takes the request's (empty) history as the truth and cannot exclude what the user saw."""
+    from types import SimpleNamespace
+
+    from recsys.gateway.fallbacks import BatchLists, PopularItems
+    from recsys.gateway.pipeline import Recommender
+    from recsys.v1 import candidates_pb2, features_pb2
+
+    matrix = features_pb2.FeatureMatrix(entity_ids=["u1"], names=["user_age"], values=[30.0], found=[True])
+    retrieve = _Call(candidates_pb2.RetrieveResponse())
+    features = SimpleNamespace(
+        GetUserFeatures=_Call(features_pb2.GetUserFeaturesResponse(features=matrix)),
+        GetRecentItems=_Call(fail=True),
+        GetItemFeatures=_Call(fail=True),
+    )
+    backends = SimpleNamespace(features=features, candidates=SimpleNamespace(Retrieve=retrieve),
+                               ranking=SimpleNamespace(Rank=_Call(fail=True)), ranking_metadata=())
+    monkeypatch.setenv("RECSYS_GATEWAY_BUDGET_MS", "1000")
+    popular = PopularItems([(f"i{j}", 1.0) for j in range(20)], {})
+    recommender = Recommender(GatewaySettings.from_env(), backends, Experiment([Variant("control", 1.0)], "s"),
+                              popular, BatchLists({}))
+    outcome = recommender.recommend("u1", 5, FilterSpec(), {})
+    sent = retrieve.requests[0]
+    assert list(sent.recent_item_ids) == [] and len(sent.user_features.names) == 0
+    assert outcome.response.degraded and "recent_items: DEADLINE_EXCEEDED" in outcome.response.degraded_reasons
+
+    features.GetRecentItems = _Call(features_pb2.GetRecentItemsResponse(item_ids=["i3"], found=True))
+    recommender.recommend("u1", 5, FilterSpec(), {})
+    sent = retrieve.requests[1]
+    assert list(sent.recent_item_ids) == ["i3"] and list(sent.user_features.names) == ["user_age"]
