@@ -90,9 +90,7 @@ def apply_fast_path_env(env: MutableMapping[str, str]) -> dict[str, str]:
     RAY_SERVE_THROUGHPUT_OPTIMIZED in `env`, the variables the preset decides are left to it."""
     preset = env.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "").strip().lower() in ("1", "true")
     added = {
-        key: value
-        for key, value in FAST_PATH_ENV.items()
-        if key not in env and not (preset and key in _PRESET_COVERS)
+        key: value for key, value in FAST_PATH_ENV.items() if key not in env and not (preset and key in _PRESET_COVERS)
     }
     env.update(added)
     return added
