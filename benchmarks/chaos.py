@@ -6,7 +6,10 @@ under continuous Recommend load plus click events through EventService. In turn:
 again. For each fault it records failed valid requests, the degraded share, and the recovery time: from the fault
 until what it broke works again, a fully ranked, non-degraded Recommend (ranking, candidates, features, Milvus) or
 OnlineMetrics answering (monitoring), counted only once the outage has shown (a killed process's helpers may answer
-for a moment); for Kafka, from the broker's restart until EventService accepts a click again. At the end, every
+for a moment); for Kafka, from the broker's restart until EventService accepts a click again. Ranking runs
+--ranking-instances instances (default 2, each its own Ray; the gateway balances over them): the fault kills one,
+so the service's recovery is how long ranked answers stop, and `instance_restart_s` is how long the killed
+instance took to serve again (a cold start of Ray and Serve). At the end, every
 click that EventService accepted must have reached Kafka: `events_lost` compares the accepted event ids with those
 read back from the events topic.
 
@@ -32,7 +35,7 @@ from recsys.client import RecsysClient
 from recsys.common import kafka
 from recsys.stack.broker import local_broker
 from recsys.stack.demo import DemoOptions, prepare
-from recsys.stack.local import StackConfig, free_port, start_stack
+from recsys.stack.local import StackConfig, ranking_ready, start_stack
 from recsys.training.data.loaders import load_dataset
 from recsys.v1 import events_pb2
 
@@ -175,12 +178,13 @@ def read_event_ids(bootstrap: str, topic: str) -> set[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, default=None, help="state and service logs here, kept afterwards")
+    parser.add_argument("--ranking-instances", type=int, default=2, help="ranking instances (one is killed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recsys-chaos-") as tmp:
         var = args.keep or Path(tmp)
         with local_broker(var / "kafka") as broker:
-            cfg = StackConfig(var, var / "models", broker.bootstrap,
-                              {n: free_port() for n in ("gateway", "features", "candidates", "ranking", "monitoring")})
+            cfg = StackConfig.default(var, broker.bootstrap, fixed_ports=False,
+                                      ranking_instances=args.ranking_instances)
             data_dir, _ = prepare(DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=1000, items=800,
                                               interactions=40_000), cfg)
             users = list(load_dataset(data_dir).interactions["user_id"].astype(str).unique())
@@ -215,6 +219,10 @@ def main() -> None:
                     else:
                         recovery = _downtime(probe, started)
                     faults[name] = {"recovery_s": round(recovery, 1), **load.stats.get(name, {})}
+                    if name == "ranking":
+                        _poll(lambda: ranking_ready(cfg.address("ranking")), 180)
+                        faults[name]["instance_restart_s"] = round(time.monotonic() - started, 1)
+                        faults[name]["instances"] = len(cfg.instances("ranking"))
                     print(f"{name:<11} {faults[name]}", flush=True)
                     time.sleep(2)  # load on the recovered stack before the next fault
                 load.phase = "after"

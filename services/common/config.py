@@ -95,7 +95,18 @@ KAFKA_DLQ_TOPIC = declare("RECSYS_KAFKA_DLQ_TOPIC", "recsys.dead-letter", "Dead-
 # Where the services find each other and the model registry (shared by several services).
 FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address (host:port)")
 CANDIDATES_ADDR = declare("RECSYS_CANDIDATES_ADDR", "127.0.0.1:50053", "Candidate service address (host:port)")
-RANKING_ADDR = declare("RECSYS_RANKING_ADDR", "127.0.0.1:50054", "Ranking service (Ray Serve gRPC) address")
+RANKING_ADDR = declare(
+    "RECSYS_RANKING_ADDR",
+    "127.0.0.1:50054",
+    "Ranking service (Ray Serve gRPC) address; several instances as IP:port,IP:port or dns:///name:port",
+)
+RANKING_INSTANCES = declare(
+    "RECSYS_RANKING_INSTANCES",
+    1,
+    "Ranking instances `recsys serve` / `recsys demo` start, each with its own local Ray; the gateway balances "
+    "over them (2: a crashed instance's restart is not an outage)",
+    scope="local",
+)
 MONITORING_ADDR = declare("RECSYS_MONITORING_ADDR", "127.0.0.1:50055", "Monitoring service address (host:port)")
 RANKING_APP = declare("RECSYS_RANKING_APP", "ranking", "Ray Serve application name of the ranker")
 MODELS_DIR = declare("RECSYS_MODELS_DIR", "var/models", "Model registry root (versioned folders + `latest`)")

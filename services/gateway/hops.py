@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from recsys.common.clients import channel
+from recsys.common.clients import channel, retry_service_config
 from recsys.v1 import (
     candidates_pb2_grpc,
     features_pb2_grpc,
@@ -67,7 +67,10 @@ class Backends:
     """Long-lived channels and stubs to features, candidates and ranking."""
 
     def __init__(self, features_addr: str, candidates_addr: str, ranking_addr: str, ranking_app: str) -> None:
-        self._channels = [channel(a) for a in (features_addr, candidates_addr, ranking_addr)]
+        # Every hop is a read: a call failing UNAVAILABLE (its instance died) is retried once, on another
+        # instance when the address lists several, within the hop's deadline.
+        retry = retry_service_config()
+        self._channels = [channel(a, service_config=retry) for a in (features_addr, candidates_addr, ranking_addr)]
         self.features = features_pb2_grpc.FeatureServiceStub(self._channels[0])
         self.candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels[1])
         self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[2])

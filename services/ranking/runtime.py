@@ -18,6 +18,7 @@ firewalled; on Kubernetes the NetworkPolicy admits only the gateway.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -97,11 +98,13 @@ def apply_fast_path_env(env: MutableMapping[str, str]) -> dict[str, str]:
 
 
 def ray_temp_dir() -> str:
-    """The local Ray's temp dir: RECSYS_RAY_TEMP_DIR, else <var>/ray, else a short folder under /tmp."""
+    """The local Ray's temp dir: RECSYS_RAY_TEMP_DIR, else <var>/ray; a short folder under /tmp (one per wanted
+    folder, so that two instances never share one) when that path is too long for Ray's unix sockets."""
     chosen = ranking_settings.RAY_TEMP_DIR.str() or str(Path(config.VAR_DIR.str()) / "ray")
     path = Path(chosen).resolve()
     if len(str(path)) > _MAX_TEMP_DIR_LEN:
-        short = Path(tempfile.gettempdir()) / f"recsys-ray-{os.getuid()}"
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        short = Path(tempfile.gettempdir()) / f"recsys-ray-{os.getuid()}-{digest}"
         log.warning(
             "ray temp dir too long for unix sockets, using a short one",
             extra={"wanted": str(path), "using": str(short)},

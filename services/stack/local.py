@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from recsys.common import config
 from recsys.common.clients import channel
 from recsys.common.healthcheck import check
 from recsys.stack.supervisor import ServiceSpec, Supervisor
@@ -37,13 +38,29 @@ class StackConfig:
     extra_env: dict[str, str] | None = None
 
     @classmethod
-    def default(cls, var_dir: Path, kafka_bootstrap: str, fixed_ports: bool = True) -> StackConfig:
+    def default(
+        cls, var_dir: Path, kafka_bootstrap: str, fixed_ports: bool = True, ranking_instances: int | None = None
+    ) -> StackConfig:
+        """Fixed ports 50051-50055 (further ranking instances on 50064, 50074, ...) or free ones;
+        ranking_instances defaults to RECSYS_RANKING_INSTANCES."""
         base = {"gateway": 50051, "features": 50052, "candidates": 50053, "ranking": 50054, "monitoring": 50055}
+        count = config.RANKING_INSTANCES.int() if ranking_instances is None else ranking_instances
+        for n in range(2, max(1, count) + 1):
+            base[instance_name("ranking", n)] = 50054 + 10 * (n - 1)
         ports = base if fixed_ports else {name: free_port() for name in base}
         return cls(var_dir, var_dir / "models", kafka_bootstrap, ports)
 
-    def address(self, service: str) -> str:
-        return f"127.0.0.1:{self.ports[service]}"
+    def address(self, name: str) -> str:
+        """The address of one process (a service, or one instance such as "ranking-2")."""
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def instances(self, service: str) -> list[str]:
+        """The process names of a service: "ranking", then "ranking-2", ... when configured."""
+        return [name for name in self.ports if name == service or name.startswith(f"{service}-")]
+
+    def service_address(self, service: str) -> str:
+        """What callers dial: the one address, or the comma-separated list of the service's instances."""
+        return ",".join(self.address(name) for name in self.instances(service))
 
     def env(self) -> dict[str, str]:
         """The environment every service process gets."""
@@ -54,21 +71,37 @@ class StackConfig:
             "RECSYS_BIND_HOST": "127.0.0.1",
             "RECSYS_FEATURES_ADDR": self.address("features"),
             "RECSYS_CANDIDATES_ADDR": self.address("candidates"),
-            "RECSYS_RANKING_ADDR": self.address("ranking"),
+            "RECSYS_RANKING_ADDR": self.service_address("ranking"),
             "RECSYS_MONITORING_ADDR": self.address("monitoring"),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
-        for name, port in self.ports.items():
-            env[f"RECSYS_{name.upper()}_PORT"] = str(port)
+        for name in SERVICES:
+            env[f"RECSYS_{name.upper()}_PORT"] = str(self.ports[name])
         env.update(self.extra_env or {})
         return env
+
+
+def instance_name(service: str, n: int) -> str:
+    """The process name of a service's n-th instance (1: the service's own name)."""
+    return service if n == 1 else f"{service}-{n}"
+
+
+def _instance_env(cfg: StackConfig, service: str, name: str) -> dict[str, str]:
+    """What differs for a further instance: its port and, for ranking, its own Ray folder."""
+    if name == service:
+        return {}
+    env = {f"RECSYS_{service.upper()}_PORT": str(cfg.ports[name])}
+    if service == "ranking":
+        env["RECSYS_RAY_TEMP_DIR"] = str(cfg.var_dir / f"ray-{name.rsplit('-', 1)[1]}")
+    return env
 
 
 def _grpc_ready(address: str) -> bool:
     return check(address, timeout_s=1.0)[0]
 
 
-def _ranking_ready(address: str) -> bool:
+def ranking_ready(address: str) -> bool:
+    """True once the ranking instance at address serves at least one model."""
     with channel(address) as ch:
         stub = ranking_pb2_grpc.RankingServiceStub(ch)
         try:
@@ -83,16 +116,17 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
     """How to start and probe each service, in start order (callees before the gateway)."""
     env = cfg.env()
     specs = []
-    for name in SERVICES:
-        address = cfg.address(name)
-        probe = (lambda a=address: _ranking_ready(a)) if name == "ranking" else (lambda a=address: _grpc_ready(a))
-        specs.append(ServiceSpec(
-            name=name,
-            argv=[sys.executable, "-m", "recsys.cli", name, "serve"],
-            env=env,
-            ready=probe,
-            ready_timeout_s=180.0 if name == "ranking" else 120.0,
-        ))
+    for service in SERVICES:
+        for name in cfg.instances(service):
+            address = cfg.address(name)
+            ready = ranking_ready if service == "ranking" else _grpc_ready
+            specs.append(ServiceSpec(
+                name=name,
+                argv=[sys.executable, "-m", "recsys.cli", service, "serve"],
+                env={**env, **_instance_env(cfg, service, name)},
+                ready=lambda a=address, ready=ready: ready(a),
+                ready_timeout_s=180.0 if service == "ranking" else 120.0,
+            ))
     for name, args in WORKERS.items():
         specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args], env=env))
     return specs

@@ -57,6 +57,7 @@ WORKLOAD_SCOPES = {
 # Scopes no deployed workload reads, with the reason.
 NOT_DEPLOYED_SCOPES = {
     "test": "variables the tests declare for themselves",
+    "local": "the local supervisor's layout (`recsys serve`, `recsys demo`); on Kubernetes the chart's replicas decide",
 }
 
 # Who may call whom (the design's data flow): gRPC callers of each internal service.
