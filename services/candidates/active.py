@@ -28,7 +28,7 @@ from recsys.candidates.segments import DemographicSegments, build_segments
 from recsys.candidates.versions import VersionInfo, VersionStore
 from recsys.training.features import FeatureSpec
 from recsys.training.registry import Registry, RegistryError, resolve_model_dir
-from recsys.training.two_tower import UserEncoder
+from recsys.training.user_encoder import UserEncoder
 
 log = logging.getLogger("recsys.candidates.active")
 
