@@ -20,7 +20,7 @@ from pathlib import Path
 from recsys.stack.broker import local_broker
 from recsys.stack.cpu import cpu_ms_per_request, cpu_seconds
 from recsys.stack.demo import DemoOptions, prepare
-from recsys.stack.local import StackConfig, free_port, start_stack
+from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.simulator import simulate
 from recsys.training.data.loaders import load_dataset
 
@@ -33,19 +33,30 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max-requests", type=int, default=50_000, help="per concurrency level")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the built data, models, features and index here and reuse them on the next run "
+                             "with the same --items/--users/--interactions (default: a temporary folder)")
+    parser.add_argument("--ranking-instances", type=int, default=1)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="recsys-e2e-") as tmp:
-        var = Path(tmp)
-        with local_broker(var / "kafka") as broker:
+        var = args.work or Path(tmp)
+        var.mkdir(parents=True, exist_ok=True)
+        with local_broker(Path(tmp) / "kafka") as broker:
             opts = DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=args.users, items=args.items,
                                interactions=args.interactions)
-            cfg = StackConfig(var, var / "models", broker.bootstrap,
-                              {name: free_port() for name in ("gateway", "features", "candidates", "ranking",
-                                                              "monitoring")})
+            cfg = StackConfig.default(var, broker.bootstrap, fixed_ports=False,
+                                      ranking_instances=args.ranking_instances)
+            built = var / "built.json"
+            params = {"items": args.items, "users": args.users, "interactions": args.interactions}
             started = time.perf_counter()
-            data_dir, _ = prepare(opts, cfg)
-            build_s = time.perf_counter() - started
+            if built.exists() and json.loads(built.read_text())["params"] == params:
+                data_dir, build_s = var / "demo-data", json.loads(built.read_text())["build_s"]
+                print(f"reusing the build in {var} (built in {build_s:.0f} s)", flush=True)
+            else:
+                data_dir, _ = prepare(opts, cfg)
+                build_s = time.perf_counter() - started
+                built.write_text(json.dumps({"params": params, "build_s": build_s}))
             users = list(load_dataset(data_dir).interactions["user_id"].astype(str).unique())
             supervisor = start_stack(cfg, watch=False)
             try:

@@ -89,6 +89,7 @@ class EventConsumer:
             [self.topic],
             bootstrap,
             max_poll_records=max_records,
+            **kafka.batched_fetch(feature_settings.CONSUMER_FETCH_WAIT_MS.int()),
         )
         self._tracker = _PositionTracker(self._kafka_consumer)
         self._producer = kafka.make_producer(bootstrap)

@@ -35,6 +35,13 @@ MAX_PUSH_EVENTS = declare("RECSYS_FEATURES_MAX_PUSH_EVENTS", 10000, "Most events
 CONSUMER_GROUP = declare(
     "RECSYS_FEATURES_CONSUMER_GROUP", "recsys-features", "Kafka consumer group of the streaming updates", SCOPE
 )
+CONSUMER_FETCH_WAIT_MS = declare(
+    "RECSYS_FEATURES_CONSUMER_FETCH_WAIT_MS",
+    50,
+    "How long the broker may hold the streaming consumer's fetch to fill it (fewer, larger batches: each costs "
+    "one online-store write and one offset commit); adds at most this to freshness",
+    SCOPE,
+)
 CONSUMER_MAX_RECORDS = declare(
     "RECSYS_FEATURES_CONSUMER_MAX_RECORDS", 5000, "Records the streaming consumer applies per batch", SCOPE
 )

@@ -122,6 +122,7 @@ class MonitoringConsumer:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             check_crcs=settings.check_crcs,
+            **rk.batched_fetch(settings.fetch_wait_ms),
         )
         self.consumer.subscribe(topics=settings.topics, listener=_SeekToStoredOffsets(self))
         self.producer = producer or rk.make_producer(settings.bootstrap)

@@ -67,6 +67,13 @@ WEBHOOK_TIMEOUT_S = config.declare("RECSYS_MONITORING_WEBHOOK_TIMEOUT_S", 2.0, "
 MAX_POLL_RECORDS = config.declare(
     "RECSYS_MONITORING_MAX_POLL_RECORDS", 10_000, "Records per Kafka poll (one persisted batch)", SCOPE
 )
+FETCH_WAIT_MS = config.declare(
+    "RECSYS_MONITORING_FETCH_WAIT_MS",
+    200,
+    "How long the broker may hold a fetch to fill it (each fetched batch costs one SQLite commit and one offset "
+    "commit: at a few events per fetch that fixed cost dominates; 0 = answer at once)",
+    SCOPE,
+)
 CHECK_CRCS = config.declare(
     "RECSYS_MONITORING_CHECK_CRCS",
     True,
@@ -105,6 +112,7 @@ class MonitoringSettings:
     webhook_timeout_s: float = 2.0
     max_poll_records: int = 10_000
     check_crcs: bool = False
+    fetch_wait_ms: int = 200
 
     @property
     def db_path(self) -> Path:
@@ -155,4 +163,5 @@ class MonitoringSettings:
             webhook_timeout_s=WEBHOOK_TIMEOUT_S.float(),
             max_poll_records=MAX_POLL_RECORDS.int(),
             check_crcs=CHECK_CRCS.bool(),
+            fetch_wait_ms=FETCH_WAIT_MS.int(),
         )
