@@ -145,7 +145,7 @@ class Retriever:
                     filter=expr,
                     search_params=params,
                 )
-                return [(str(h["id"]), float(h["distance"])) for h in hits[0]]
+                return _id_scores(hits[0])
             except SearchFailed as exc:
                 if attempt == 0 and "collection" in exc.reason.lower() and "not" in exc.reason.lower():
                     self.breaker.success()  # a moved pointer, not a sick Milvus
@@ -348,6 +348,15 @@ class Retriever:
         for item, score, source in picked:
             response.candidates.add(item_id=item, score=score, source=source)
         return response
+
+
+def _id_scores(hits) -> list[tuple[str, float]]:
+    """[(item_id, score)] of one query's hits: from pymilvus' id and score columns when it has them (no
+    per-hit dict built), else hit by hit."""
+    ids, scores = getattr(hits, "ids", None), getattr(hits, "distances", None)
+    if ids is not None and scores is not None and len(ids) == len(scores) == len(hits):
+        return [(str(i), float(d)) for i, d in zip(ids, scores, strict=True)]
+    return [(str(h["id"]), float(h["distance"])) for h in hits]
 
 
 def _check_matrix(matrix, name: str) -> None:

@@ -53,10 +53,26 @@ class PendingHop:
 
 
 def start_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> PendingHop | HopResult:
-    """Call method.future(...) with the timeout, or report 'skipped' when no budget is left."""
+    """Call method.future(...) with the timeout, or report 'skipped' when no budget is left. For hops that run
+    beside another one; a hop the request waits for alone is cheaper with `call_hop`."""
     if timeout_s <= 0.0005:
         return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
     return PendingHop(name, method.future(request, timeout=timeout_s, metadata=metadata))
+
+
+def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> HopResult:
+    """Call method(...) blocking, with the timeout (or report 'skipped' when no budget is left). The calling
+    thread waits on the call itself: a `.future()` on a sync channel with nothing else in flight starts a
+    channel thread per call (measured: the gateway's largest CPU item)."""
+    if timeout_s <= 0.0005:
+        return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
+    started = time.perf_counter()
+    try:
+        value = method(request, timeout=timeout_s, metadata=metadata)
+        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
 
 
 def finish(hop: PendingHop | HopResult) -> HopResult:

@@ -14,7 +14,7 @@ import numpy as np
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
-from recsys.gateway.hops import Backends, HopResult, finish, start_hop
+from recsys.gateway.hops import Backends, HopResult, call_hop, finish, start_hop
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.settings import GatewaySettings
 from recsys.training.features import HISTORY_LEN
@@ -75,18 +75,18 @@ class Recommender:
                 reasons.append(f"{hop.name}: {hop.status}")
             return hop
 
-        # Stage 1 (parallel): the user's features and recent items.
+        # Stage 1 (parallel): the user's features and recent items (the latter in flight while this thread
+        # waits for the former).
         f = self.backends.features
-        user_hop = start_hop(
-            "user_features", f.GetUserFeatures, features_pb2.GetUserFeaturesRequest(user_id=user_id),
-            budget.hop_timeout(HOP_CAP_MS["user_features"]), md,
-        )
         recent_hop = start_hop(
             "recent_items", f.GetRecentItems,
             features_pb2.GetRecentItemsRequest(user_id=user_id, limit=RECENT_ITEMS_LIMIT),
             budget.hop_timeout(HOP_CAP_MS["recent_items"]), md,
         )
-        user = note(finish(user_hop))
+        user = note(call_hop(
+            "user_features", f.GetUserFeatures, features_pb2.GetUserFeaturesRequest(user_id=user_id),
+            budget.hop_timeout(HOP_CAP_MS["user_features"]), md,
+        ))
         recent = note(finish(recent_hop))
         user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
         seen = frozenset(recent.value.item_ids) if recent.ok else frozenset()
@@ -98,7 +98,7 @@ class Recommender:
             exclude_genres=sorted(filters.exclude_genres),
             exclude_item_ids=sorted(filters.exclude_item_ids | seen),
         )
-        retrieve = note(finish(start_hop(
+        retrieve = note(call_hop(
             "retrieve", self.backends.candidates.Retrieve,
             candidates_pb2.RetrieveRequest(
                 user_id=user_id, k=retrieval_k, filter=cand_filter,
@@ -108,7 +108,7 @@ class Recommender:
                 user_features=user_features if recent.ok else features_pb2.FeatureMatrix(),
             ),
             budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
-        )))
+        ))
         if retrieve.ok and retrieve.value.candidates:
             if retrieve.value.degraded:
                 reasons.append(f"candidates: {retrieve.value.degraded_reason or 'degraded'}")
@@ -148,15 +148,15 @@ class Recommender:
     def _rank(self, user_id, candidates, user_features, variant, context, budget, md, note):
         """Scores candidates with the variant's ranker; on any failure keeps the retrieval order."""
         ids = [c.item_id for c in candidates]
-        items = note(finish(start_hop(
+        items = note(call_hop(
             "item_features", self.backends.features.GetItemFeatures,
             features_pb2.GetItemFeaturesRequest(item_ids=ids),
             budget.hop_timeout(HOP_CAP_MS["item_features"]), md,
-        )))
+        ))
         if not items.ok:
             return candidates, None, "", ""
         matrix = items.value.features
-        rank = note(finish(start_hop(
+        rank = note(call_hop(
             "rank", self.backends.ranking.Rank,
             ranking_pb2.RankRequest(
                 user_id=user_id, item_ids=ids, user_features=user_features, item_features=matrix,
@@ -164,7 +164,7 @@ class Recommender:
                 context=context, model=variant.ranker, model_version=variant.model_version,
             ),
             budget.hop_timeout(HOP_CAP_MS["rank"]), md + self.backends.ranking_metadata,
-        )))
+        ))
         if not rank.ok or len(rank.value.scores) != len(candidates):
             return candidates, matrix, "", ""
         scores = np.asarray(rank.value.scores, dtype=np.float32)

@@ -128,18 +128,21 @@ class _Call:
     def __init__(self, answer=None, fail: bool = False):
         self.answer, self.fail, self.requests = answer, fail, []
 
-    def future(self, request, timeout, metadata):
+    def __call__(self, request, timeout, metadata):
         self.requests.append(request)
+        if self.fail:
+            class _Late(grpc.RpcError):
+                def code(self):
+                    return grpc.StatusCode.DEADLINE_EXCEEDED
+            raise _Late()
+        return self.answer
+
+    def future(self, request, timeout, metadata):
         call = self
 
         class _Future:
             def result(self):
-                if call.fail:
-                    class _Late(grpc.RpcError):
-                        def code(self):
-                            return grpc.StatusCode.DEADLINE_EXCEEDED
-                    raise _Late()
-                return call.answer
+                return call(request, timeout, metadata)
 
         return _Future()
 
