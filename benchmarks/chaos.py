@@ -221,7 +221,7 @@ def main() -> None:
                     faults[name] = {"recovery_s": round(recovery, 1), **load.stats.get(name, {})}
                     if name == "ranking":
                         instance = cfg.address("ranking")
-                        restart = _downtime(lambda: ranking_ready(instance), started)  # once its proxy is gone
+                        restart = _downtime(lambda a=instance: ranking_ready(a), started)  # once its proxy is gone
                         faults[name]["instance_restart_s"] = round(restart, 1)
                         faults[name]["instances"] = len(cfg.instances("ranking"))
                     print(f"{name:<11} {faults[name]}", flush=True)
