@@ -95,11 +95,8 @@ def _poll(probe, timeout_s: float) -> float:
     """Seconds until `probe()` first returns True (polled every 100 ms); inf when it never does."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        try:
-            if probe():
-                return time.monotonic() - started
-        except grpc.RpcError:
-            pass
+        if _ok(probe):
+            return time.monotonic() - started
         time.sleep(0.1)
     return float("inf")
 

@@ -50,8 +50,9 @@ def main() -> None:
             built = var / "built.json"
             params = {"items": args.items, "users": args.users, "interactions": args.interactions}
             started = time.perf_counter()
-            if built.exists() and json.loads(built.read_text())["params"] == params:
-                data_dir, build_s = var / "demo-data", json.loads(built.read_text())["build_s"]
+            previous = json.loads(built.read_text()) if built.exists() else {}
+            if previous.get("params") == params:
+                data_dir, build_s = var / "demo-data", previous["build_s"]
                 print(f"reusing the build in {var} (built in {build_s:.0f} s)", flush=True)
             else:
                 data_dir, _ = prepare(opts, cfg)

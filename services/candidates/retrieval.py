@@ -351,12 +351,8 @@ class Retriever:
 
 
 def _id_scores(hits) -> list[tuple[str, float]]:
-    """[(item_id, score)] of one query's hits: from pymilvus' id and score columns when it has them (no
-    per-hit dict built), else hit by hit."""
-    ids, scores = getattr(hits, "ids", None), getattr(hits, "distances", None)
-    if ids is not None and scores is not None and len(ids) == len(scores) == len(hits):
-        return [(str(i), float(d)) for i, d in zip(ids, scores, strict=True)]
-    return [(str(h["id"]), float(h["distance"])) for h in hits]
+    """[(item_id, score)] of one query's hits, from pymilvus' id and score columns (no lookup per hit)."""
+    return [(str(i), float(d)) for i, d in zip(hits.ids, hits.distances, strict=True)]
 
 
 def _check_matrix(matrix, name: str) -> None:

@@ -44,18 +44,27 @@ class PendingHop:
     started: float = field(default_factory=time.perf_counter)
 
     def result(self) -> HopResult:
-        try:
-            value = self.future.result()
-            return HopResult(self.name, value, "ok", (time.perf_counter() - self.started) * 1000)
-        except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            return HopResult(self.name, None, code.name, (time.perf_counter() - self.started) * 1000)
+        return _outcome(self.name, self.started, self.future.result)
+
+
+def _outcome(name: str, started: float, wait: Callable[[], Any]) -> HopResult:
+    """The hop's answer from `wait()`, or its gRPC status when that raised; timed from `started`."""
+    try:
+        value = wait()
+        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
+
+
+def _no_budget(timeout_s: float) -> bool:
+    return timeout_s <= 0.0005
 
 
 def start_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> PendingHop | HopResult:
     """Call method.future(...) with the timeout, or report 'skipped' when no budget is left. For hops that run
     beside another one; a hop the request waits for alone is cheaper with `call_hop`."""
-    if timeout_s <= 0.0005:
+    if _no_budget(timeout_s):
         return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
     return PendingHop(name, method.future(request, timeout=timeout_s, metadata=metadata))
 
@@ -64,15 +73,9 @@ def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metada
     """Call method(...) blocking, with the timeout (or report 'skipped' when no budget is left). The calling
     thread waits on the call itself: a `.future()` on a sync channel with nothing else in flight starts a
     channel thread per call (measured: the gateway's largest CPU item)."""
-    if timeout_s <= 0.0005:
+    if _no_budget(timeout_s):
         return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
-    started = time.perf_counter()
-    try:
-        value = method(request, timeout=timeout_s, metadata=metadata)
-        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
+    return _outcome(name, time.perf_counter(), lambda: method(request, timeout=timeout_s, metadata=metadata))
 
 
 def finish(hop: PendingHop | HopResult) -> HopResult:
