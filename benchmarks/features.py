@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.common.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Script:
@@ -196,7 +193,7 @@ def _freshness(args, env: dict[str, str], tmp: Path) -> dict:
     from recsys.features.store import freeze_heap, open_store
     from recsys.features.streaming import StreamUpdater
 
-    port, cport = _free_port(), _free_port()
+    port, cport = free_port(), free_port()
     kafka_args = ["--port", str(port), "--controller-port", str(cport), "--state-dir", str(tmp / "kafka"),
                   "--watch-pid", str(os.getpid())]
     with _Script("kafka.sh", kafka_args):
@@ -265,7 +262,7 @@ def main() -> int:
                "RECSYS_FEAST_PROJECT": "bench", "RECSYS_FEATURES_MAX_ITEMS": str(max(1000, args.batch))}
         redis = None
         if args.online_store == "redis":
-            port = _free_port()
+            port = free_port()
             redis = _Script("redis.sh", ["--port", str(port), "--state-dir", str(tmp / "redis")]).__enter__()
             env["RECSYS_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         server = None

@@ -29,24 +29,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.common.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 ITEMS_PER_LIST = 10
 FEATURES = [f"f{i}" for i in range(8)]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Broker:
     """A private broker via deploy/local/kafka.sh, stopped (by its pidfile) on exit."""
 
     def __init__(self, state: Path) -> None:
-        port, controller = _free_port(), _free_port()
+        port, controller = free_port(), free_port()
         self.args = ["--port", str(port), "--controller-port", str(controller), "--state-dir", str(state)]
         self.bootstrap = f"127.0.0.1:{port}"
 

@@ -37,14 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.common.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TIE_EPS = 1e-5  # scores closer than this count as tied (float32 inner products of unit vectors)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _log(msg: str) -> None:
@@ -197,7 +195,7 @@ class _MilvusServer:
 
         self.server = MilvusServer()
         self.server.set_base_dir(str(base))
-        self.server.listen_port = _free_port()
+        self.server.listen_port = free_port()
 
     def __enter__(self) -> str:
         started = time.perf_counter()
@@ -212,7 +210,7 @@ class _MilvusServer:
 # -- the service ---------------------------------------------------------------------------------------------
 class _Service:
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env, self.log = env, log
 
     def __enter__(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,14 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from recsys.common.ports import free_port
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "local"
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _kill_pidfile(pidfile: Path) -> None:

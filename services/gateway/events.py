@@ -99,12 +99,8 @@ class AsyncPublisher:
             except Exception as exc:  # broker down or slow: keep the events, retry later
                 log.warning("kafka publish failed; will retry", extra={"error": str(exc), "events": len(batch)})
                 self._requeue(batch)
-                if self._producer is not None:
-                    try:
-                        self._producer.close(timeout=0)
-                    except Exception:  # noqa: BLE001 - best effort
-                        pass
-                    self._producer = None
+                close_quietly(self._producer, timeout_s=0)
+                self._producer = None
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 5.0)
@@ -118,8 +114,19 @@ class AsyncPublisher:
         with self._lock:
             self._lock.notify_all()
         self._thread.join(timeout=2)
-        if self._producer is not None:
-            self._producer.close(timeout=1)
+        if self._buffer:
+            log.warning("impressions not sent at shutdown (Kafka unreachable)", extra={"events": len(self._buffer)})
+        close_quietly(self._producer, timeout_s=1)
+
+
+def close_quietly(producer: object | None, timeout_s: float) -> None:
+    """Close a Kafka producer; with the broker down its final flush times out, which is logged, not raised."""
+    if producer is None:
+        return
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - shutting down either way
+        log.warning("kafka producer closed with records unsent", extra={"error": repr(exc)})
 
 
 def validate_events(events: Sequence[events_pb2.Event]) -> list[events_pb2.Event]:
@@ -185,6 +192,5 @@ class SyncProducer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._producer is not None:
-            self._producer.close(timeout=1)
+        close_quietly(self._producer, timeout_s=1)  # what it still holds was answered UNAVAILABLE: not accepted
 

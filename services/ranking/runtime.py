@@ -35,6 +35,7 @@ from ray.serve.config import gRPCOptions
 
 from recsys.common import config
 from recsys.common.errors import CliError
+from recsys.common.ports import free_port
 from recsys.ranking import settings as ranking_settings
 from recsys.ranking.app import build, resolve_versions
 from recsys.ranking.settings import RankingSettings
@@ -177,7 +178,7 @@ class RankingRuntime:
         if ranking_settings.RAY_FAST_PATH.bool():
             apply_fast_path_env(os.environ)
         temp_dir = ray_temp_dir()
-        self.metrics_port = _metrics_port() or _free_port()
+        self.metrics_port = _metrics_port() or free_port()
         with _keep_signal_handlers():
             ray.init(
                 num_cpus=ranking_settings.RAY_NUM_CPUS.int(),
@@ -276,9 +277,3 @@ def _ms(start: float) -> int:
     return round((time.perf_counter() - start) * 1000.0)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

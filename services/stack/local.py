@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import socket
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,18 +13,20 @@ import grpc
 from recsys.common import config
 from recsys.common.clients import channel
 from recsys.common.healthcheck import check
+from recsys.common.ports import free_port
 from recsys.stack.supervisor import ServiceSpec, Supervisor
-from recsys.v1 import ranking_pb2, ranking_pb2_grpc
+from recsys.v1 import (
+    candidates_pb2,
+    features_pb2,
+    monitoring_pb2,
+    ranking_pb2,
+    ranking_pb2_grpc,
+    recommend_pb2,
+)
 
 SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
 # Background workers without a gRPC port: the Kafka -> Feast streaming updater.
 WORKERS = {"features-consumer": ["features", "consume"]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -96,8 +98,19 @@ def _instance_env(cfg: StackConfig, service: str, name: str) -> dict[str, str]:
     return env
 
 
-def _grpc_ready(address: str) -> bool:
-    return check(address, timeout_s=1.0)[0]
+# The gRPC service each process must report SERVING for: asking for it by name, not the server-wide "",
+# proves the port is held by that service and not by some other server that happens to answer there.
+HEALTH_SERVICE = {
+    "features": features_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
+    "candidates": candidates_pb2.DESCRIPTOR.services_by_name["CandidateService"].full_name,
+    "monitoring": monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name,
+    "gateway": recommend_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name,
+}
+
+
+def grpc_ready(service: str, address: str) -> bool:
+    """True once the process at address reports service's own gRPC service SERVING."""
+    return check(address, service=HEALTH_SERVICE[service], timeout_s=1.0)[0]
 
 
 def ranking_ready(address: str) -> bool:
@@ -119,7 +132,7 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
     for service in SERVICES:
         for name in cfg.instances(service):
             address = cfg.address(name)
-            ready = ranking_ready if service == "ranking" else _grpc_ready
+            ready = ranking_ready if service == "ranking" else functools.partial(grpc_ready, service)
             specs.append(ServiceSpec(
                 name=name,
                 argv=[sys.executable, "-m", "recsys.cli", service, "serve"],

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
+from recsys.common.ports import free_port
 from recsys.stack.broker import LocalBroker
 from recsys.stack.demo import DemoOptions, prepare
-from recsys.stack.local import StackConfig, free_port, start_stack
+from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.supervisor import Supervisor
 
 

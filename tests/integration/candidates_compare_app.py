@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from recsys.common.ports import free_port
 
 
 def _start_milvus_server(base: Path):
@@ -29,7 +24,7 @@ def _start_milvus_server(base: Path):
 
     server = MilvusServer()
     server.set_base_dir(str(base))
-    server.listen_port = _free_port()
+    server.listen_port = free_port()
     started = time.monotonic()
     server.start()
     print(f"milvus server ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from recsys.common.clients import insecure_channel
+from recsys.common.ports import free_port
 from recsys.training.bundle import save_bundle
 from recsys.training.data import generate
 from recsys.training.dcn import DCNConfig
@@ -21,12 +21,6 @@ from recsys.training.mf import ALSConfig
 from recsys.training.pipeline import TrainConfig, train_all
 from recsys.training.registry import Registry
 from recsys.training.two_tower import TwoTowerConfig
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def train_registry(root: Path, versions: int = 2, n_interactions: int = 5000) -> Registry:

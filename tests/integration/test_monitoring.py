@@ -12,7 +12,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from recsys.common import kafka as rk
 from recsys.common.clients import insecure_channel, wait_ready
+from recsys.common.ports import free_port
 from recsys.v1 import events_pb2, monitoring_pb2, monitoring_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -38,10 +38,6 @@ CLICK, PURCHASE = events_pb2.EVENT_TYPE_CLICK, events_pb2.EVENT_TYPE_PURCHASE
 FEATURES = ["user_age", "user_gender", "item_popularity", "item_price", "ctx_hour"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Service:
@@ -54,7 +50,7 @@ class Service:
         self.bootstrap = bootstrap
         self.state = tmp / f"state-{suffix}"
         self.log_path = tmp / f"service-{suffix}.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {
             **os.environ,
             "RECSYS_KAFKA_BOOTSTRAP": bootstrap,

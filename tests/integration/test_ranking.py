@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import pandas as pd
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.common.ports import free_port
 from recsys.common.server import GrpcServer, ServerOptions
 from recsys.training.bundle import save_bundle
 from recsys.training.data import generate
@@ -49,10 +49,6 @@ MAX_CANDIDATES = 400
 MODEL_CLASSES = {"dcn": (DCNRanker, "dcn"), "lightgbm": (LGBMRankerModel, "lgbm")}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- a registry with two versions, trained by the real pipeline (small sizes) --------------------------------
@@ -160,7 +156,7 @@ def service(work, registry):
             ["recsys.v1.FeatureService"],
             ServerOptions(port=0),
         ).start(metrics=False)
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = free_port(), free_port()
         os.environ.update(
             {
                 "RECSYS_MODELS_DIR": str(registry.root),
@@ -243,7 +239,7 @@ def test_process_serves_follows_latest_and_stops_cleanly_on_sigterm(work, regist
 
     Runs before the module's in-process service starts, so only one Ray runs at a time.
     """
-    port, marker = _free_port(), str(work / "ray-proc")
+    port, marker = free_port(), str(work / "ray-proc")
     env = {
         **os.environ,
         "RECSYS_MODELS_DIR": str(registry.root),
