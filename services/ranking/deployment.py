@@ -68,7 +68,10 @@ class RankingReplica:
     # -- models ---------------------------------------------------------------------------------------------
     def _load(self, name: str, version: str) -> rankers.Ranker:
         start = time.perf_counter()
-        ranker = rankers.load_ranker(self.settings.models_dir, name, version, lgbm_threads=self.settings.lgbm_threads)
+        ranker = rankers.load_ranker(
+            self.settings.models_dir, name, version,
+            lgbm_threads=self.settings.lgbm_threads, compile_dir=self.settings.lgbm_compile_dir,
+        )
         log.info("model loaded", extra={"model": name, "version": version, "ms": round(_ms(start), 1)})
         return ranker
 

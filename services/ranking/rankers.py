@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.abc
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,6 +91,8 @@ class Ranker:
     spec: FeatureSpec
     model: Any
     torch_model: bool
+    #: Replaces `model.score` when set (LightGBM: the compiled forest, see `compiled_forest`).
+    scorer: Callable[[np.ndarray], np.ndarray] | None = None
 
     @cached_property
     def user_features(self) -> tuple[str, ...]:
@@ -120,7 +122,7 @@ class Ranker:
 
             with torch.inference_mode():
                 return np.asarray(self.model.score(model_input), dtype=np.float32)
-        return np.asarray(self.model.score(model_input), dtype=np.float32)
+        return np.asarray((self.scorer or self.model.score)(model_input), dtype=np.float32)
 
     def score(
         self,
@@ -133,8 +135,11 @@ class Ranker:
         return self.predict(self.inputs(user, items, retrieval_scores, context))
 
 
-def load_ranker(models_dir: str, name: str, version: str, lgbm_threads: int = 1) -> Ranker:
-    """Load ranker `name` ("dcn" | "lightgbm") of registry `version`."""
+def load_ranker(
+    models_dir: str, name: str, version: str, lgbm_threads: int = 1, compile_dir: str | None = None
+) -> Ranker:
+    """Load ranker `name` ("dcn" | "lightgbm") of registry `version`; with compile_dir, a LightGBM forest is
+    compiled (or loaded compiled from there) in the background and scores with it once verified."""
     name = canonical(name)
     if name not in FOLDERS:
         raise ValueError(f"unknown ranker {name!r}; one of {', '.join(FOLDERS)}")
@@ -157,7 +162,12 @@ def load_ranker(models_dir: str, name: str, version: str, lgbm_threads: int = 1)
         model.config.threads = max(1, lgbm_threads)
         torch_model = False
     _check_features(model, spec, folder)
-    return Ranker(name=name, version=version, spec=spec, model=model, torch_model=torch_model)
+    scorer = None
+    if name == "lightgbm" and compile_dir:
+        from recsys.ranking.compiled_forest import ForestScorer
+
+        scorer = ForestScorer(model.score, folder / "model.txt", Path(compile_dir), model.booster.num_feature()).start()
+    return Ranker(name=name, version=version, spec=spec, model=model, torch_model=torch_model, scorer=scorer)
 
 
 def _check_features(model: Any, spec: FeatureSpec, folder: Path) -> None:

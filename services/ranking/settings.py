@@ -66,6 +66,17 @@ BATCH_WAIT_MS = declare(
 )
 TORCH_THREADS = declare("RECSYS_RANKING_TORCH_THREADS", 1, "torch intra-op threads per replica (DCN-v2)", SCOPE)
 LGBM_THREADS = declare("RECSYS_RANKING_LGBM_THREADS", 2, "LightGBM threads per replica", SCOPE)
+LGBM_COMPILED = declare(
+    "RECSYS_RANKING_LGBM_COMPILED",
+    True,
+    "Score LightGBM with the forest compiled to native code (lleaves; same scores, ~5x faster); LightGBM's "
+    "own predictor serves until it is compiled and verified",
+    SCOPE,
+)
+LGBM_COMPILE_DIR = declare(
+    "RECSYS_RANKING_LGBM_COMPILE_DIR", "", "Cache of compiled forests (per model and CPU); empty = <var>/compiled",
+    SCOPE,
+)
 VERSION_CACHE = declare(
     "RECSYS_RANKING_VERSION_CACHE", 2, "Non-active versions per model kept loaded for explicit requests", SCOPE
 )
@@ -103,6 +114,8 @@ class RankingSettings:
     batch_wait_ms: float
     torch_threads: int
     lgbm_threads: int
+    #: Folder of compiled LightGBM forests; "" = LightGBM's own predictor.
+    lgbm_compile_dir: str
     version_cache: int
     replicas: int
     max_replicas: int
@@ -132,6 +145,7 @@ class RankingSettings:
             batch_wait_ms=max(0.0, BATCH_WAIT_MS.float()),
             torch_threads=max(1, TORCH_THREADS.int()),
             lgbm_threads=max(1, LGBM_THREADS.int()),
+            lgbm_compile_dir=_compile_dir() if LGBM_COMPILED.bool() else "",
             version_cache=max(0, VERSION_CACHE.int()),
             replicas=max(1, REPLICAS.int()),
             max_replicas=MAX_REPLICAS.int(),
@@ -165,3 +179,7 @@ def parse_versions(text: str) -> dict[str, str]:
             raise ConfigError(f"{MODEL_VERSIONS.name}: {part!r} is not <{'|'.join(MODELS)}>=<version>")
         pins[name] = version
     return pins
+
+
+def _compile_dir() -> str:
+    return str(Path(LGBM_COMPILE_DIR.str() or Path(config.VAR_DIR.str()) / "compiled").resolve())
