@@ -19,7 +19,7 @@ from pathlib import Path
 
 from recsys.stack.broker import local_broker
 from recsys.stack.cpu import cpu_ms_per_request, cpu_seconds
-from recsys.stack.demo import DemoOptions, prepare
+from recsys.stack.demo import DemoOptions, compile_ranker, prepare
 from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.simulator import simulate
 from recsys.training.data.loaders import load_dataset
@@ -54,6 +54,7 @@ def main() -> None:
             if previous.get("params") == params:
                 data_dir, build_s = var / "demo-data", previous["build_s"]
                 print(f"reusing the build in {var} (built in {build_s:.0f} s)", flush=True)
+                compile_ranker(cfg)
             else:
                 data_dir, _ = prepare(opts, cfg)
                 build_s = time.perf_counter() - started

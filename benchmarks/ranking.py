@@ -136,10 +136,13 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def latency(stub, requests: list, n: int, metadata) -> list[float]:
-    """Client-side milliseconds of n sequential calls (after a warm-up)."""
-    for r in requests[:50]:
-        stub.Rank(r, metadata=metadata, timeout=10)
+def latency(stub, requests: list, n: int, metadata, warmup_s: float = 3.0) -> list[float]:
+    """Client-side milliseconds of n sequential calls, after warmup_s of untimed ones (at least 50): a fresh
+    Ray node is still settling its agents for a few seconds, and that is not the steady state measured."""
+    warm_until, i = time.perf_counter() + warmup_s, 0
+    while i < 50 or time.perf_counter() < warm_until:
+        stub.Rank(requests[i % len(requests)], metadata=metadata, timeout=10)
+        i += 1
     out = []
     for i in range(n):
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`recsys ranking serve` and `recsys ranking versions`."""
+"""`recsys ranking serve`, `recsys ranking versions` and `recsys ranking compile`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,36 @@ def _versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    """Compile a LightGBM forest into the replicas' cache, so that they score with it from their first request."""
+    import time
+
+    from recsys.common.errors import CliError
+    from recsys.ranking import rankers
+    from recsys.ranking.settings import RankingSettings
+    from recsys.training.registry import RegistryError
+
+    settings = RankingSettings.from_env()
+    if not settings.lgbm_compile_dir:
+        raise CliError("RECSYS_RANKING_LGBM_COMPILED is off: nothing to compile")
+    available = rankers.list_versions(settings.models_dir, "lightgbm")
+    version = args.version or rankers.latest_version(settings.models_dir, "lightgbm")
+    if version not in available:
+        raise CliError(f"--version: no LightGBM ranker {version or ''} in {settings.models_dir}; "
+                       f"available: {', '.join(available) or 'none'}")
+    start = time.perf_counter()
+    try:
+        ranker = rankers.load_ranker(settings.models_dir, "lightgbm", version, compile_dir=settings.lgbm_compile_dir)
+    except RegistryError as exc:
+        raise CliError(str(exc)) from exc
+    ranker.scorer.ready.wait()
+    if not ranker.scorer.compiled:
+        print(f"lightgbm {version}: not compiled: {ranker.scorer.error}")
+        return 1
+    print(f"lightgbm {version}: compiled into {settings.lgbm_compile_dir} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ranking", help="the ranking service (Ray Serve gRPC ingress)")
     sub = parser.add_subparsers(dest="ranking_command", required=True)
@@ -39,3 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
     versions = sub.add_parser("versions", help="list the rankers' versions in the model registry")
     versions.set_defaults(func=_versions)
+    compile_ = sub.add_parser("compile", help="compile a LightGBM forest into the replicas' cache (lleaves)")
+    compile_.add_argument("--version", default="", help="registry version (default: the latest with LightGBM)")
+    compile_.set_defaults(func=_compile)

@@ -169,10 +169,15 @@ def service(work, registry):
                 "RECSYS_FEATURES_ADDR": features_server.address,
                 "RECSYS_RANKING_BATCHING": "true",  # the scores-equal tests go through @serve.batch
                 "RECSYS_RANKING_BATCH_WAIT_MS": "1",
+                "RECSYS_RANKING_LGBM_COMPILE_DIR": str(work / "compiled"),
             }
         )
+        from recsys import cli
         from recsys.ranking.runtime import RankingRuntime
         from recsys.ranking.settings import RankingSettings
+
+        assert cli.main(["ranking", "compile"]) == 0  # the replica scores LightGBM with the compiled forest
+        assert len(list((work / "compiled").glob("*.o"))) == 1
 
         runtime = RankingRuntime(RankingSettings.from_env(), ray_address="").start()
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -291,6 +296,13 @@ def test_scores_equal_the_model_loaded_directly(service, model):
     assert len(reply.scores) == N_CANDIDATES
     expected = _direct_scores(service["registry"], model, "v0001", request)
     np.testing.assert_allclose(np.asarray(reply.scores, dtype=np.float32), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_command_names_a_missing_version(service, capsys):
+    from recsys import cli
+
+    assert cli.main(["ranking", "compile", "--version", "v0099"]) == 2
+    assert "--version: no LightGBM ranker v0099" in capsys.readouterr().err
 
 
 def test_default_model_alias_and_explicit_version(service):
