@@ -25,6 +25,10 @@ from recsys.stack.simulator import simulate
 from recsys.training.data.loaders import load_dataset
 
 
+def _hops(stats: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{name} {v['p50']:.1f}/{v['p99']:.1f}" for name, v in stats.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -76,7 +80,9 @@ def main() -> None:
                     print(f"concurrency {conc:>3}: p50 {s['p50_ms']:.1f} ms  p95 {s['p95_ms']:.1f} ms  "
                           f"p99 {s['p99_ms']:.1f} ms  {s['rps']:.0f} req/s  errors {s['error_rate']:.2%}  "
                           f"degraded {s['degraded_rate']:.1%}  {s['degraded_reasons']}\n"
-                          f"    CPU ms per request by service: {s['cpu_ms_per_request']}", flush=True)
+                          f"    CPU ms per request by service: {s['cpu_ms_per_request']}\n"
+                          f"    hops p50/p99 ms: {_hops(s['hops_ms'])}  by variant: {_hops(s['variants_ms'])}",
+                          flush=True)
             finally:
                 supervisor.stop()
     first = levels[min(levels)]

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsys.common import config
 from recsys.common.auth import Authenticator, AuthInterceptor
+from recsys.common.heap import freeze_heap
 from recsys.common.interceptors import ObservabilityInterceptor
 from recsys.common.logs import configure_logging
 from recsys.common.metrics import start_metrics_server
@@ -167,8 +168,9 @@ class GrpcServer:
 
 
 def run_forever(server: GrpcServer) -> None:
-    """Configure logs, start, handle signals and block: the main of every service process."""
+    """Configure logs, start, freeze the start-up heap, handle signals and block: every service's main."""
     configure_logging(server.service_name, config.LOG_LEVEL.str())
     server.install_signal_handlers()
     server.start()
+    freeze_heap()
     server.wait()

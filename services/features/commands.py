@@ -72,11 +72,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _consume(args: argparse.Namespace) -> int:
     from recsys.common import config
+    from recsys.common.heap import freeze_heap
     from recsys.common.logs import configure_logging
     from recsys.features.consumer import EventConsumer
     from recsys.features.service import registered_views
     from recsys.features.settings import FeatureSettings
-    from recsys.features.store import freeze_heap, open_store
+    from recsys.features.store import open_store
     from recsys.features.streaming import StreamUpdater
 
     configure_logging("features-consumer", config.LOG_LEVEL.str())

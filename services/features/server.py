@@ -10,7 +10,7 @@ from recsys.common.server import GrpcServer, ServerOptions, run_forever
 from recsys.features import settings as feature_settings
 from recsys.features.service import OnlineFeatures
 from recsys.features.settings import FeatureSettings
-from recsys.features.store import freeze_heap, open_store
+from recsys.features.store import open_store
 from recsys.v1 import features_pb2, features_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -55,5 +55,4 @@ def build_server(settings: FeatureSettings | None = None, port: int | None = Non
 def main(port: int | None = None) -> None:
     """Serve until SIGTERM / SIGINT."""
     server = build_server(port=port)
-    freeze_heap()
     run_forever(server)

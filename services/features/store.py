@@ -7,7 +7,6 @@ The registry cache never expires (`cache_ttl_seconds: 0`): a process resolves it
 
 from __future__ import annotations
 
-import gc
 import json
 import sqlite3
 import warnings
@@ -86,13 +85,6 @@ def open_store(settings: FeatureSettings) -> FeatureStore:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return FeatureStore(config=repo_config(settings))
-
-
-def freeze_heap() -> None:
-    """Exempt the objects alive now (Feast, pandas, the registry: ~300k) from the collector's full passes,
-    which otherwise take ~0.2 s each and show up in tail latencies. Call once, after start-up."""
-    gc.collect()
-    gc.freeze()
 
 
 def paths(settings: FeatureSettings) -> Paths:

@@ -28,7 +28,7 @@ def main() -> None:
     batch = BatchLists.load(settings.batch_recs_path)
     backends = Backends(settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app)
     bootstrap = config.KAFKA_BOOTSTRAP.str()
-    publisher = AsyncPublisher(bootstrap, settings.event_buffer)
+    publisher = AsyncPublisher(bootstrap, settings.event_buffer, interval_s=settings.event_interval_ms / 1000)
     producer = SyncProducer(bootstrap)
     missing = backends.warm_up()
     if missing:

@@ -36,6 +36,13 @@ BATCH_RECS = declare(
     "RECSYS_BATCH_RECS_PATH", "", "CSV of precomputed top-K per user (batch-recommend); a fallback source", "gateway"
 )
 EVENT_BUFFER = declare("RECSYS_GATEWAY_EVENT_BUFFER", 10000, "Impressions buffered while Kafka is slow", "gateway")
+EVENT_INTERVAL_MS = declare(
+    "RECSYS_GATEWAY_EVENT_INTERVAL_MS",
+    100.0,
+    "Least time between two sends of buffered impressions to Kafka: one produce request carries what came in "
+    "meanwhile (kafka-python costs CPU per request, not per event; 0 = send each at once)",
+    "gateway",
+)
 PREDICTION_SAMPLE = declare(
     "RECSYS_GATEWAY_PREDICTION_SAMPLE", 0.1, "Share of requests whose features and scores go to Kafka", "gateway"
 )
@@ -61,6 +68,7 @@ class GatewaySettings:
     models_dir: str
     batch_recs_path: str
     event_buffer: int
+    event_interval_ms: float
     prediction_sample: float
 
     @classmethod
@@ -82,5 +90,6 @@ class GatewaySettings:
             models_dir=MODELS_DIR.str(),
             batch_recs_path=BATCH_RECS.str(),
             event_buffer=EVENT_BUFFER.int(),
+            event_interval_ms=max(0.0, EVENT_INTERVAL_MS.float()),
             prediction_sample=PREDICTION_SAMPLE.float(),
         )

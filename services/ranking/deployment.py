@@ -25,6 +25,7 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from recsys.common.errors import InvalidArgument, ServiceError
+from recsys.common.heap import refreeze_heap
 from recsys.common.interceptors import REQUEST_ID_HEADER
 from recsys.common.logs import configure_logging, request_id_var
 from recsys.ranking import inputs, rankers
@@ -96,6 +97,7 @@ class RankingReplica:
             )
         start = time.perf_counter()
         active = await self.models.activate(dict(user_config.get("versions") or {}))
+        refreeze_heap()  # the models now loaded out of the collector's full passes, the replaced ones freed
         log.info(
             "active versions",
             extra={"versions": active, "batching": self.batching, "ms": round(_ms(start), 1)},

@@ -32,6 +32,9 @@ class SimulationStats:
     clicks: Counter = field(default_factory=Counter)
     error_codes: Counter = field(default_factory=Counter)
     degraded_reasons: Counter = field(default_factory=Counter)
+    #: Per-hop milliseconds the gateway reported (`timings_ms`), and total latency per variant.
+    hop_ms: defaultdict = field(default_factory=lambda: defaultdict(list))
+    variant_ms: defaultdict = field(default_factory=lambda: defaultdict(list))
 
     def merge(self, other: SimulationStats) -> None:
         self.latencies_ms += other.latencies_ms
@@ -42,6 +45,9 @@ class SimulationStats:
         self.clicks.update(other.clicks)
         self.error_codes.update(other.error_codes)
         self.degraded_reasons.update(other.degraded_reasons)
+        for mine, theirs in ((self.hop_ms, other.hop_ms), (self.variant_ms, other.variant_ms)):
+            for key, values in theirs.items():
+                mine[key] += values
 
     def summary(self) -> dict:
         lat = np.asarray(self.latencies_ms or [0.0])
@@ -55,7 +61,14 @@ class SimulationStats:
             "p99_ms": float(np.percentile(lat, 99)),
             "ctr_by_variant": ctr,
             "degraded_reasons": dict(self.degraded_reasons.most_common(5)),
+            "hops_ms": _percentiles(self.hop_ms),
+            "variants_ms": _percentiles(self.variant_ms),
         }
+
+
+def _percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {key: {"p50": round(float(np.percentile(v, 50)), 2), "p99": round(float(np.percentile(v, 99)), 2)}
+            for key, v in sorted(samples.items()) if v}
 
 
 def _worker(gateway: str, truth: GroundTruth | None, users: list[str], k: int, deadline: float,
@@ -73,6 +86,9 @@ def _worker(gateway: str, truth: GroundTruth | None, users: list[str], k: int, d
                 stats.error_codes[exc.code().name] += 1
                 continue
             stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+            stats.variant_ms[recs.variant].append(stats.latencies_ms[-1])
+            for hop, ms in recs.timings_ms.items():
+                stats.hop_ms[hop].append(ms)
             stats.requests += 1
             if recs.degraded:
                 stats.degraded += 1
