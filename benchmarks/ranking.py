@@ -136,13 +136,17 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def latency(stub, requests: list, n: int, metadata, warmup_s: float = 3.0) -> list[float]:
-    """Client-side milliseconds of n sequential calls, after warmup_s of untimed ones (at least 50): a fresh
-    Ray node is still settling its agents for a few seconds, and that is not the steady state measured."""
-    warm_until, i = time.perf_counter() + warmup_s, 0
-    while i < 50 or time.perf_counter() < warm_until:
+def warm_up(stub, requests: list, metadata, seconds: float = 3.0) -> None:
+    """Untimed calls for `seconds` (at least 50): a fresh Ray node is still settling its agents for a few
+    seconds, and that is not the steady state measured."""
+    until, i = time.perf_counter() + seconds, 0
+    while i < 50 or time.perf_counter() < until:
         stub.Rank(requests[i % len(requests)], metadata=metadata, timeout=10)
         i += 1
+
+
+def latency(stub, requests: list, n: int, metadata) -> list[float]:
+    """Client-side milliseconds of n sequential calls."""
     out = []
     for i in range(n):
         start = time.perf_counter()
@@ -325,11 +329,12 @@ def main() -> int:
             for model in MODELS:
                 requests = [maker.make(seed, model) for seed in range(64)]
                 pids = serve_pids(APP)
+                warm_up(stub, requests, metadata)
                 cpu_before = cpu_seconds(pids)
                 lat = latency(stub, requests, args.requests, metadata)
                 cpu_after = cpu_seconds(pids)
                 cpu_ms = {
-                    role: round((cpu_after[role] - cpu_before[role]) * 1000.0 / (args.requests + 50), 3)
+                    role: round((cpu_after[role] - cpu_before[role]) * 1000.0 / args.requests, 3)
                     for role in pids
                 }
                 alone = model_only(models_dir, runtime.versions[model], model, requests, 300)
