@@ -65,30 +65,26 @@ class FeatureFetcher:
         return self._stub is not None
 
     def fetch(self, user_id: str, feature_names: list[str], metadata=()) -> UserContext:
-        """Both calls in parallel; any failure gives an empty context with the error recorded."""
+        """Features and recent items in one call; any failure gives an empty context with the error recorded."""
         if self._stub is None:
             return UserContext(error="no feature service configured")
         if not self.breaker.allow():
             return UserContext(error=f"feature service skipped after failures: {self.breaker.last_error}")
         try:
-            features_call = self._stub.GetUserFeatures.future(
-                features_pb2.GetUserFeaturesRequest(user_id=user_id), timeout=self.timeout_s, metadata=metadata
-            )
-            recent_call = self._stub.GetRecentItems.future(
-                features_pb2.GetRecentItemsRequest(user_id=user_id, limit=self.history_len),
+            reply = self._stub.GetUserFeatures(
+                features_pb2.GetUserFeaturesRequest(user_id=user_id, recent_limit=self.history_len),
                 timeout=self.timeout_s,
                 metadata=metadata,
             )
-            features = features_call.result()
-            recent = recent_call.result()
         except grpc.RpcError as exc:
             error = f"feature service {exc.code().name if hasattr(exc, 'code') else 'error'}"
             self.breaker.failure(error)
             return UserContext(error=error)
         self.breaker.success()
-        row, found = matrix_row(features.features, feature_names)
-        items = list(reversed(recent.item_ids))  # the service answers most recent first
-        return UserContext(features=row, found=found or recent.found, recent_items=items, source="feature-service")
+        row, found = matrix_row(reply.features, feature_names)
+        items = list(reversed(reply.recent_item_ids))  # the service answers most recent first
+        return UserContext(features=row, found=found or reply.recent_found, recent_items=items,
+                           source="feature-service")
 
     def close(self) -> None:
         if self._channel is not None:

@@ -6,9 +6,10 @@ import logging
 
 import grpc
 
+from recsys.common.errors import InvalidArgument
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
 from recsys.features import settings as feature_settings
-from recsys.features.service import OnlineFeatures
+from recsys.features.service import MAX_RECENT_LIMIT, OnlineFeatures
 from recsys.features.settings import FeatureSettings
 from recsys.features.store import open_store
 from recsys.v1 import features_pb2, features_pb2_grpc
@@ -23,8 +24,13 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         self.online = online
 
     def GetUserFeatures(self, request: features_pb2.GetUserFeaturesRequest, context: grpc.ServicerContext):
+        if not 0 <= request.recent_limit <= MAX_RECENT_LIMIT:
+            raise InvalidArgument("recent_limit", f"must be between 0 and {MAX_RECENT_LIMIT}")
         matrix = self.online.user_features(request.user_id, request.feature_names)
-        return features_pb2.GetUserFeaturesResponse(features=matrix)
+        if request.recent_limit == 0:
+            return features_pb2.GetUserFeaturesResponse(features=matrix)
+        items, found = self.online.recent_items(request.user_id, request.recent_limit)
+        return features_pb2.GetUserFeaturesResponse(features=matrix, recent_item_ids=items, recent_found=found)
 
     def GetItemFeatures(self, request: features_pb2.GetItemFeaturesRequest, context: grpc.ServicerContext):
         matrix = self.online.item_features(request.item_ids, request.feature_names)

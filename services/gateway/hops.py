@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -35,18 +35,6 @@ class HopResult:
         return recommend_pb2.HopTiming(hop=self.name, ms=self.ms, status=self.status)
 
 
-@dataclass
-class PendingHop:
-    """A hop started asynchronously; `result()` waits for it within its own timeout."""
-
-    name: str
-    future: Any
-    started: float = field(default_factory=time.perf_counter)
-
-    def result(self) -> HopResult:
-        return _outcome(self.name, self.started, self.future.result)
-
-
 def _outcome(name: str, started: float, wait: Callable[[], Any]) -> HopResult:
     """The hop's answer from `wait()`, or its gRPC status when that raised; timed from `started`."""
     try:
@@ -61,14 +49,6 @@ def _no_budget(timeout_s: float) -> bool:
     return timeout_s <= 0.0005
 
 
-def start_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> PendingHop | HopResult:
-    """Call method.future(...) with the timeout, or report 'skipped' when no budget is left. For hops that run
-    beside another one; a hop the request waits for alone is cheaper with `call_hop`."""
-    if _no_budget(timeout_s):
-        return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
-    return PendingHop(name, method.future(request, timeout=timeout_s, metadata=metadata))
-
-
 def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> HopResult:
     """Call method(...) blocking, with the timeout (or report 'skipped' when no budget is left). The calling
     thread waits on the call itself: a `.future()` on a sync channel with nothing else in flight starts a
@@ -76,10 +56,6 @@ def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metada
     if _no_budget(timeout_s):
         return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
     return _outcome(name, time.perf_counter(), lambda: method(request, timeout=timeout_s, metadata=metadata))
-
-
-def finish(hop: PendingHop | HopResult) -> HopResult:
-    return hop if isinstance(hop, HopResult) else hop.result()
 
 
 class Backends:

@@ -14,14 +14,14 @@ import numpy as np
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
-from recsys.gateway.hops import Backends, HopResult, call_hop, finish, start_hop
+from recsys.gateway.hops import Backends, HopResult, call_hop
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.settings import GatewaySettings
 from recsys.training.features import HISTORY_LEN
 from recsys.v1 import candidates_pb2, features_pb2, ranking_pb2, recommend_pb2
 
 # Per-hop caps (ms); the effective deadline is the smaller of the cap and what the budget has left.
-HOP_CAP_MS = {"user_features": 15.0, "recent_items": 15.0, "retrieve": 35.0, "item_features": 25.0, "rank": 35.0}
+HOP_CAP_MS = {"user_features": 15.0, "retrieve": 35.0, "item_features": 25.0, "rank": 35.0}
 RECENT_ITEMS_LIMIT = HISTORY_LEN  # the whole stored history: every item the user saw is excluded
 
 
@@ -75,21 +75,15 @@ class Recommender:
                 reasons.append(f"{hop.name}: {hop.status}")
             return hop
 
-        # Stage 1 (parallel): the user's features and recent items (the latter in flight while this thread
-        # waits for the former).
-        f = self.backends.features
-        recent_hop = start_hop(
-            "recent_items", f.GetRecentItems,
-            features_pb2.GetRecentItemsRequest(user_id=user_id, limit=RECENT_ITEMS_LIMIT),
-            budget.hop_timeout(HOP_CAP_MS["recent_items"]), md,
-        )
+        # Stage 1: the user's context, features and recent items, in one call.
         user = note(call_hop(
-            "user_features", f.GetUserFeatures, features_pb2.GetUserFeaturesRequest(user_id=user_id),
+            "user_features", self.backends.features.GetUserFeatures,
+            features_pb2.GetUserFeaturesRequest(user_id=user_id, recent_limit=RECENT_ITEMS_LIMIT),
             budget.hop_timeout(HOP_CAP_MS["user_features"]), md,
         ))
-        recent = note(finish(recent_hop))
         user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
-        seen = frozenset(recent.value.item_ids) if recent.ok else frozenset()
+        recent_ids = list(user.value.recent_item_ids) if user.ok else []
+        seen = frozenset(recent_ids)
 
         # Stage 2: candidates (ANN in Milvus), excluding what the user saw and what the caller excluded.
         retrieval_k = variant.retrieval_k or s.retrieval_k
@@ -102,10 +96,10 @@ class Recommender:
             "retrieve", self.backends.candidates.Retrieve,
             candidates_pb2.RetrieveRequest(
                 user_id=user_id, k=retrieval_k, filter=cand_filter,
-                # Without the history (its hop failed) the candidate service fetches the user's whole context
-                # itself, so what the user saw is still excluded.
-                recent_item_ids=list(recent.value.item_ids) if recent.ok else [],
-                user_features=user_features if recent.ok else features_pb2.FeatureMatrix(),
+                # Without the user's context (its hop failed) the candidate service fetches it itself, so what
+                # the user saw is still excluded.
+                recent_item_ids=recent_ids,
+                user_features=user_features,
             ),
             budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
         ))

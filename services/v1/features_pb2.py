@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import events_pb2 as recsys_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/features.proto\x12\trecsys.v1\x1a\x16recsys/v1/events.proto\"Q\n\rFeatureMatrix\x12\r\n\x05names\x18\x01 \x03(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\r\n\x05\x66ound\x18\x03 \x03(\x08\x12\x0e\n\x06values\x18\x04 \x03(\x02\"@\n\x16GetUserFeaturesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\"E\n\x17GetUserFeaturesResponse\x12*\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\"A\n\x16GetItemFeaturesRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\"E\n\x17GetItemFeaturesResponse\x12*\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\"7\n\x15GetRecentItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"9\n\x16GetRecentItemsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"/\n\x0bPushRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"3\n\x0cPushResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\xd4\x02\n\x0e\x46\x65\x61tureService\x12X\n\x0fGetUserFeatures\x12!.recsys.v1.GetUserFeaturesRequest\x1a\".recsys.v1.GetUserFeaturesResponse\x12X\n\x0fGetItemFeatures\x12!.recsys.v1.GetItemFeaturesRequest\x1a\".recsys.v1.GetItemFeaturesResponse\x12U\n\x0eGetRecentItems\x12 .recsys.v1.GetRecentItemsRequest\x1a!.recsys.v1.GetRecentItemsResponse\x12\x37\n\x04Push\x12\x16.recsys.v1.PushRequest\x1a\x17.recsys.v1.PushResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18recsys/v1/features.proto\x12\trecsys.v1\x1a\x16recsys/v1/events.proto\"Q\n\rFeatureMatrix\x12\r\n\x05names\x18\x01 \x03(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\r\n\x05\x66ound\x18\x03 \x03(\x08\x12\x0e\n\x06values\x18\x04 \x03(\x02\"V\n\x16GetUserFeaturesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x14\n\x0crecent_limit\x18\x03 \x01(\x05\"t\n\x17GetUserFeaturesResponse\x12*\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\x12\x17\n\x0frecent_item_ids\x18\x02 \x03(\t\x12\x14\n\x0crecent_found\x18\x03 \x01(\x08\"A\n\x16GetItemFeaturesRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\"E\n\x17GetItemFeaturesResponse\x12*\n\x08\x66\x65\x61tures\x18\x01 \x01(\x0b\x32\x18.recsys.v1.FeatureMatrix\"7\n\x15GetRecentItemsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"9\n\x16GetRecentItemsResponse\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"/\n\x0bPushRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"3\n\x0cPushResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\xd4\x02\n\x0e\x46\x65\x61tureService\x12X\n\x0fGetUserFeatures\x12!.recsys.v1.GetUserFeaturesRequest\x1a\".recsys.v1.GetUserFeaturesResponse\x12X\n\x0fGetItemFeatures\x12!.recsys.v1.GetItemFeaturesRequest\x1a\".recsys.v1.GetItemFeaturesResponse\x12U\n\x0eGetRecentItems\x12 .recsys.v1.GetRecentItemsRequest\x1a!.recsys.v1.GetRecentItemsResponse\x12\x37\n\x04Push\x12\x16.recsys.v1.PushRequest\x1a\x17.recsys.v1.PushResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREMATRIX']._serialized_start=63
   _globals['_FEATUREMATRIX']._serialized_end=144
   _globals['_GETUSERFEATURESREQUEST']._serialized_start=146
-  _globals['_GETUSERFEATURESREQUEST']._serialized_end=210
-  _globals['_GETUSERFEATURESRESPONSE']._serialized_start=212
-  _globals['_GETUSERFEATURESRESPONSE']._serialized_end=281
-  _globals['_GETITEMFEATURESREQUEST']._serialized_start=283
-  _globals['_GETITEMFEATURESREQUEST']._serialized_end=348
-  _globals['_GETITEMFEATURESRESPONSE']._serialized_start=350
-  _globals['_GETITEMFEATURESRESPONSE']._serialized_end=419
-  _globals['_GETRECENTITEMSREQUEST']._serialized_start=421
-  _globals['_GETRECENTITEMSREQUEST']._serialized_end=476
-  _globals['_GETRECENTITEMSRESPONSE']._serialized_start=478
-  _globals['_GETRECENTITEMSRESPONSE']._serialized_end=535
-  _globals['_PUSHREQUEST']._serialized_start=537
-  _globals['_PUSHREQUEST']._serialized_end=584
-  _globals['_PUSHRESPONSE']._serialized_start=586
-  _globals['_PUSHRESPONSE']._serialized_end=637
-  _globals['_FEATURESERVICE']._serialized_start=640
-  _globals['_FEATURESERVICE']._serialized_end=980
+  _globals['_GETUSERFEATURESREQUEST']._serialized_end=232
+  _globals['_GETUSERFEATURESRESPONSE']._serialized_start=234
+  _globals['_GETUSERFEATURESRESPONSE']._serialized_end=350
+  _globals['_GETITEMFEATURESREQUEST']._serialized_start=352
+  _globals['_GETITEMFEATURESREQUEST']._serialized_end=417
+  _globals['_GETITEMFEATURESRESPONSE']._serialized_start=419
+  _globals['_GETITEMFEATURESRESPONSE']._serialized_end=488
+  _globals['_GETRECENTITEMSREQUEST']._serialized_start=490
+  _globals['_GETRECENTITEMSREQUEST']._serialized_end=545
+  _globals['_GETRECENTITEMSRESPONSE']._serialized_start=547
+  _globals['_GETRECENTITEMSRESPONSE']._serialized_end=604
+  _globals['_PUSHREQUEST']._serialized_start=606
+  _globals['_PUSHREQUEST']._serialized_end=653
+  _globals['_PUSHRESPONSE']._serialized_start=655
+  _globals['_PUSHRESPONSE']._serialized_end=706
+  _globals['_FEATURESERVICE']._serialized_start=709
+  _globals['_FEATURESERVICE']._serialized_end=1049
 # @@protoc_insertion_point(module_scope)

@@ -20,18 +20,24 @@ class FeatureMatrix(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ..., entity_ids: _Optional[_Iterable[str]] = ..., found: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetUserFeaturesRequest(_message.Message):
-    __slots__ = ("user_id", "feature_names")
+    __slots__ = ("user_id", "feature_names", "recent_limit")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    recent_limit: int
+    def __init__(self, user_id: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., recent_limit: _Optional[int] = ...) -> None: ...
 
 class GetUserFeaturesResponse(_message.Message):
-    __slots__ = ("features",)
+    __slots__ = ("features", "recent_item_ids", "recent_found")
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FOUND_FIELD_NUMBER: _ClassVar[int]
     features: FeatureMatrix
-    def __init__(self, features: _Optional[_Union[FeatureMatrix, _Mapping]] = ...) -> None: ...
+    recent_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    recent_found: bool
+    def __init__(self, features: _Optional[_Union[FeatureMatrix, _Mapping]] = ..., recent_item_ids: _Optional[_Iterable[str]] = ..., recent_found: _Optional[bool] = ...) -> None: ...
 
 class GetItemFeaturesRequest(_message.Message):
     __slots__ = ("item_ids", "feature_names")

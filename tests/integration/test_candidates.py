@@ -60,7 +60,8 @@ class FakeFeatures(features_pb2_grpc.FeatureServiceServicer):
         names = list(self.users.columns)
         values = self.users.loc[request.user_id].to_numpy(np.float32) if found else np.zeros(len(names), np.float32)
         matrix = features_pb2.FeatureMatrix(names=names, entity_ids=[request.user_id], found=[found], values=values)
-        return features_pb2.GetUserFeaturesResponse(features=matrix)
+        items = self.history.get(request.user_id, [])[::-1][: request.recent_limit]
+        return features_pb2.GetUserFeaturesResponse(features=matrix, recent_item_ids=items, recent_found=bool(items))
 
     def GetRecentItems(self, request, context):
         if self.mode == "down":

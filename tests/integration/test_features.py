@@ -261,6 +261,11 @@ def test_grpc_surface_and_bad_inputs(server, store_env):
         assert (pushed.applied, pushed.duplicates) == (1, 0)
         recent = stub.GetRecentItems(features_pb2.GetRecentItemsRequest(user_id=user), timeout=10)
         assert list(recent.item_ids) == [ids[0]] and recent.found
+        context = stub.GetUserFeatures(features_pb2.GetUserFeaturesRequest(user_id=user, recent_limit=5), timeout=10)
+        assert list(context.recent_item_ids) == [ids[0]] and context.recent_found
+        assert list(context.features.entity_ids) == [user] and list(context.features.found) == [False]
+        alone = stub.GetUserFeatures(features_pb2.GetUserFeaturesRequest(user_id=user), timeout=10)
+        assert list(alone.recent_item_ids) == [] and not alone.recent_found  # recent_limit 0: features only
 
         _invalid(stub.GetItemFeatures, features_pb2.GetItemFeaturesRequest(), "item_ids")
         _invalid(stub.GetItemFeatures, features_pb2.GetItemFeaturesRequest(item_ids=["x"] * 51), "item_ids")
@@ -277,6 +282,9 @@ def test_grpc_surface_and_bad_inputs(server, store_env):
             "feature_names[0]",
         )
         _invalid(stub.GetRecentItems, features_pb2.GetRecentItemsRequest(user_id="u", limit=-1), "limit")
+        for bad in (-1, 1001):
+            _invalid(stub.GetUserFeatures, features_pb2.GetUserFeaturesRequest(user_id="u", recent_limit=bad),
+                     "recent_limit")
         _invalid(stub.Push, features_pb2.PushRequest(), "events")
         _invalid(stub.Push, features_pb2.PushRequest(events=[events_pb2.Event(user_id="u")]), "events[0].event_id")
 

@@ -77,7 +77,8 @@ def _settings(**overrides) -> GatewaySettings:
     values = dict(
         port=0, features_addr="", candidates_addr="", ranking_addr="", ranking_app="ranking", budget_ms=100,
         rerank_reserve_ms=5, max_k=100, retrieval_k=300, max_context=4, max_filter_ids=10, genre_cap=0.5,
-        experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, prediction_sample=0.0,
+        experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, event_interval_ms=0.0,
+        prediction_sample=0.0,
     )
     values.update(overrides)
     return GatewaySettings(**values)
@@ -147,22 +148,19 @@ class _Call:
         return _Future()
 
 
-def test_a_failed_history_hop_lets_the_candidate_service_fetch_the_users_context(monkeypatch):
-    """Without the recent items the gateway must not pass user features alone: the candidate service then
-    takes the request's (empty) history as the truth and cannot exclude what the user saw."""
+def test_a_failed_user_context_hop_lets_the_candidate_service_fetch_it(monkeypatch):
+    """The user's features and recent items come in one call (recent_limit set). When it fails the gateway
+    passes neither, so the candidate service fetches the whole context itself and still excludes what the
+    user saw; when it answers, both are passed on."""
     from types import SimpleNamespace
 
     from recsys.gateway.fallbacks import BatchLists, PopularItems
-    from recsys.gateway.pipeline import Recommender
+    from recsys.gateway.pipeline import RECENT_ITEMS_LIMIT, Recommender
     from recsys.v1 import candidates_pb2, features_pb2
 
     matrix = features_pb2.FeatureMatrix(entity_ids=["u1"], names=["user_age"], values=[30.0], found=[True])
     retrieve = _Call(candidates_pb2.RetrieveResponse())
-    features = SimpleNamespace(
-        GetUserFeatures=_Call(features_pb2.GetUserFeaturesResponse(features=matrix)),
-        GetRecentItems=_Call(fail=True),
-        GetItemFeatures=_Call(fail=True),
-    )
+    features = SimpleNamespace(GetUserFeatures=_Call(fail=True), GetItemFeatures=_Call(fail=True))
     backends = SimpleNamespace(features=features, candidates=SimpleNamespace(Retrieve=retrieve),
                                ranking=SimpleNamespace(Rank=_Call(fail=True)), ranking_metadata=())
     monkeypatch.setenv("RECSYS_GATEWAY_BUDGET_MS", "1000")
@@ -170,11 +168,14 @@ def test_a_failed_history_hop_lets_the_candidate_service_fetch_the_users_context
     recommender = Recommender(GatewaySettings.from_env(), backends, Experiment([Variant("control", 1.0)], "s"),
                               popular, BatchLists({}))
     outcome = recommender.recommend("u1", 5, FilterSpec(), {})
+    assert features.GetUserFeatures.requests[0].recent_limit == RECENT_ITEMS_LIMIT > 0
     sent = retrieve.requests[0]
     assert list(sent.recent_item_ids) == [] and len(sent.user_features.names) == 0
-    assert outcome.response.degraded and "recent_items: DEADLINE_EXCEEDED" in outcome.response.degraded_reasons
+    assert outcome.response.degraded and "user_features: DEADLINE_EXCEEDED" in outcome.response.degraded_reasons
 
-    features.GetRecentItems = _Call(features_pb2.GetRecentItemsResponse(item_ids=["i3"], found=True))
-    recommender.recommend("u1", 5, FilterSpec(), {})
+    features.GetUserFeatures = _Call(features_pb2.GetUserFeaturesResponse(
+        features=matrix, recent_item_ids=["i3"], recent_found=True))
+    outcome = recommender.recommend("u1", 5, FilterSpec(), {})
     sent = retrieve.requests[1]
     assert list(sent.recent_item_ids) == ["i3"] and list(sent.user_features.names) == ["user_age"]
+    assert "i3" not in [item.item_id for item in outcome.response.items]  # seen: never recommended
