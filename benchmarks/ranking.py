@@ -136,9 +136,10 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def warm_up(stub, requests: list, metadata, seconds: float = 3.0) -> None:
-    """Untimed calls for `seconds` (at least 50): a fresh Ray node is still settling its agents for a few
-    seconds, and that is not the steady state measured."""
+def warm_up(stub, requests: list, metadata, seconds: float) -> None:
+    """Untimed calls for `seconds` (at least 50): a fresh Ray node keeps settling for ~20 s after Serve is
+    ready (agents, metrics registration; measured: whichever ranker ran first had the worse p99), and that
+    is not the steady state measured."""
     until, i = time.perf_counter() + seconds, 0
     while i < 50 or time.perf_counter() < until:
         stub.Rank(requests[i % len(requests)], metadata=metadata, timeout=10)
@@ -275,6 +276,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8.0, help="per throughput phase")
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--warmup-s", type=float, default=10.0, help="untimed calls before each ranker's c=1 run")
     parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     args = parser.parse_args()
 
@@ -329,7 +331,7 @@ def main() -> int:
             for model in MODELS:
                 requests = [maker.make(seed, model) for seed in range(64)]
                 pids = serve_pids(APP)
-                warm_up(stub, requests, metadata)
+                warm_up(stub, requests, metadata, args.warmup_s)
                 cpu_before = cpu_seconds(pids)
                 lat = latency(stub, requests, args.requests, metadata)
                 cpu_after = cpu_seconds(pids)
