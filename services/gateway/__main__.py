@@ -7,6 +7,7 @@ import logging
 from recsys.common import config
 from recsys.common.logs import configure_logging
 from recsys.common.server import run_forever
+from recsys.gateway.admission import Admission
 from recsys.gateway.catalogue import load_catalogue
 from recsys.gateway.events import AsyncPublisher, SyncProducer
 from recsys.gateway.experiments import Experiment
@@ -33,7 +34,8 @@ def main() -> None:
     missing = backends.warm_up()
     if missing:
         log.warning("backends not reachable yet; serving degraded until they are", extra={"backends": missing})
-    recommender = Recommender(settings, backends, experiment, popular, batch)
+    admission = Admission(settings.max_full_path, settings.admission_wait_ms / 1000)
+    recommender = Recommender(settings, backends, experiment, popular, batch, admission)
     server = build_server(settings, recommender, publisher, producer)
     try:
         run_forever(server)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.gateway.admission import Admission
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
@@ -45,8 +46,10 @@ class Recommender:
         experiment: Experiment,
         popular: PopularItems,
         batch: BatchLists,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
+        self.admission = admission or Admission(0, 0.0)
         self.backends = backends
         self.experiment = experiment
         self.popular = popular
@@ -75,6 +78,41 @@ class Recommender:
                 reasons.append(f"{hop.name}: {hop.status}")
             return hop
 
+        with self.admission.slot() as admitted:
+            if admitted:
+                ranked, item_matrix, model, version, seen = self._full_path(
+                    user_id, filters, variant, context, budget, md, note, reasons
+                )
+            else:  # every full-path slot busy: answer from the fallbacks at once, costing the backends nothing
+                reasons.append("gateway: overloaded")
+                ranked = self.batch.for_user(user_id) or self.popular.top(variant.retrieval_k or s.retrieval_k)
+                item_matrix, model, version, seen = None, "", "", frozenset()
+
+        genres_of = self.popular.genres
+        top = rerank(ranked, k, genres_of, filters, s.genre_cap, seen)
+        if len(top) < k:  # top up from popularity so a valid request always gets k when the catalogue has them
+            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
+                         k, genres_of, filters, 1.0, seen)
+        response = recommend_pb2.RecommendResponse(
+            request_id=request_id,
+            variant=variant.name,
+            degraded=bool(reasons),
+            degraded_reasons=reasons,
+            timings=[t.timing() for t in timings],
+            model=model,
+            model_version=version,
+            items=[
+                recommend_pb2.RecommendedItem(item_id=item.item_id, score=item.score, position=i, source=item.source)
+                for i, item in enumerate(top)
+            ],
+        )
+        response.timings.append(recommend_pb2.HopTiming(hop="total", ms=budget.elapsed_ms(), status="ok"))
+        scores = {item.item_id: item.score for item in ranked}
+        return Outcome(response, variant, item_matrix, scores)
+
+    def _full_path(self, user_id, filters, variant, context, budget, md, note, reasons):
+        """User context, candidates, item features and ranking; (ranked, item matrix, model, version, seen)."""
+        s = self.settings
         # Stage 1: the user's context, features and recent items, in one call.
         user = note(call_hop(
             "user_features", self.backends.features.GetUserFeatures,
@@ -116,28 +154,7 @@ class Recommender:
         ranked, item_matrix, model, version = self._rank(
             user_id, candidates, user_features, variant, context, budget, md, note
         )
-
-        genres_of = self.popular.genres
-        top = rerank(ranked, k, genres_of, filters, s.genre_cap, seen)
-        if len(top) < k:  # top up from popularity so a valid request always gets k when the catalogue has them
-            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
-                         k, genres_of, filters, 1.0, seen)
-        response = recommend_pb2.RecommendResponse(
-            request_id=request_id,
-            variant=variant.name,
-            degraded=bool(reasons),
-            degraded_reasons=reasons,
-            timings=[t.timing() for t in timings],
-            model=model,
-            model_version=version,
-            items=[
-                recommend_pb2.RecommendedItem(item_id=item.item_id, score=item.score, position=i, source=item.source)
-                for i, item in enumerate(top)
-            ],
-        )
-        response.timings.append(recommend_pb2.HopTiming(hop="total", ms=budget.elapsed_ms(), status="ok"))
-        scores = {item.item_id: item.score for item in ranked}
-        return Outcome(response, variant, item_matrix, scores)
+        return ranked, item_matrix, model, version, seen
 
     def _rank(self, user_id, candidates, user_features, variant, context, budget, md, note):
         """Scores candidates with the variant's ranker; on any failure keeps the retrieval order."""

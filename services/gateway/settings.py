@@ -36,6 +36,16 @@ BATCH_RECS = declare(
     "RECSYS_BATCH_RECS_PATH", "", "CSV of precomputed top-K per user (batch-recommend); a fallback source", "gateway"
 )
 EVENT_BUFFER = declare("RECSYS_GATEWAY_EVENT_BUFFER", 10000, "Impressions buffered while Kafka is slow", "gateway")
+MAX_FULL_PATH = declare(
+    "RECSYS_GATEWAY_MAX_FULL_PATH",
+    0,
+    "Requests on the full path (features, candidates, ranking) at once per gateway; one finding no slot within "
+    "RECSYS_GATEWAY_ADMISSION_WAIT_MS is answered from batch lists / popular items, degraded (0 = no limit)",
+    "gateway",
+)
+ADMISSION_WAIT_MS = declare(
+    "RECSYS_GATEWAY_ADMISSION_WAIT_MS", 20.0, "Longest wait for a full-path slot before answering degraded", "gateway"
+)
 EVENT_INTERVAL_MS = declare(
     "RECSYS_GATEWAY_EVENT_INTERVAL_MS",
     100.0,
@@ -69,6 +79,8 @@ class GatewaySettings:
     batch_recs_path: str
     event_buffer: int
     event_interval_ms: float
+    max_full_path: int
+    admission_wait_ms: float
     prediction_sample: float
 
     @classmethod
@@ -91,5 +103,7 @@ class GatewaySettings:
             batch_recs_path=BATCH_RECS.str(),
             event_buffer=EVENT_BUFFER.int(),
             event_interval_ms=max(0.0, EVENT_INTERVAL_MS.float()),
+            max_full_path=max(0, MAX_FULL_PATH.int()),
+            admission_wait_ms=max(0.0, ADMISSION_WAIT_MS.float()),
             prediction_sample=PREDICTION_SAMPLE.float(),
         )

@@ -77,7 +77,8 @@ def _settings(**overrides) -> GatewaySettings:
     values = dict(
         port=0, features_addr="", candidates_addr="", ranking_addr="", ranking_app="ranking", budget_ms=100,
         rerank_reserve_ms=5, max_k=100, retrieval_k=300, max_context=4, max_filter_ids=10, genre_cap=0.5,
-        experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, event_interval_ms=0.0,
+        experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, event_interval_ms=0.0, max_full_path=0,
+        admission_wait_ms=20.0,
         prediction_sample=0.0,
     )
     values.update(overrides)
@@ -179,3 +180,41 @@ def test_a_failed_user_context_hop_lets_the_candidate_service_fetch_it(monkeypat
     sent = retrieve.requests[1]
     assert list(sent.recent_item_ids) == ["i3"] and list(sent.user_features.names) == ["user_age"]
     assert "i3" not in [item.item_id for item in outcome.response.items]  # seen: never recommended
+
+
+def test_admission_sheds_beyond_the_limit_and_frees_slots():
+    from recsys.gateway.admission import Admission
+
+    admission = Admission(2, wait_s=0.01)
+    with admission.slot() as first, admission.slot() as second:
+        started = time.perf_counter()
+        with admission.slot() as third:
+            assert (first, second, third) == (True, True, False)
+        assert time.perf_counter() - started < 0.5
+    with admission.slot() as again:
+        assert again
+    with Admission(0, 0.0).slot() as unlimited:
+        assert unlimited
+
+
+def test_a_shed_request_is_answered_from_fallbacks_without_calling_a_backend(monkeypatch):
+    from types import SimpleNamespace
+
+    from recsys.gateway.admission import Admission
+    from recsys.gateway.fallbacks import BatchLists, PopularItems
+    from recsys.gateway.pipeline import Recommender
+
+    calls = _Call(fail=True)
+    backends = SimpleNamespace(features=SimpleNamespace(GetUserFeatures=calls, GetItemFeatures=calls),
+                               candidates=SimpleNamespace(Retrieve=calls), ranking=SimpleNamespace(Rank=calls),
+                               ranking_metadata=())
+    admission = Admission(1, wait_s=0.0)
+    recommender = Recommender(GatewaySettings.from_env(), backends, Experiment([Variant("control", 1.0)], "s"),
+                              PopularItems([(f"i{j}", 1.0) for j in range(20)], {}), BatchLists({}), admission)
+    with admission.slot():  # the only slot is busy
+        outcome = recommender.recommend("u1", 5, FilterSpec(), {})
+    assert calls.requests == []
+    assert outcome.response.degraded and list(outcome.response.degraded_reasons) == ["gateway: overloaded"]
+    assert len(outcome.response.items) == 5
+    recommender.recommend("u1", 5, FilterSpec(), {})  # the slot is free again: the full path runs
+    assert calls.requests
