@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from recsys.common import config
 from recsys.common.clients import channel
 from recsys.common.healthcheck import check
 from recsys.common.ports import free_port
+from recsys.gateway.settings import MAX_FULL_PATH
 from recsys.stack.supervisor import ServiceSpec, Supervisor
 from recsys.v1 import (
     candidates_pb2,
@@ -79,8 +81,17 @@ class StackConfig:
         }
         for name in SERVICES:
             env[f"RECSYS_{name.upper()}_PORT"] = str(self.ports[name])
+        if not os.environ.get(MAX_FULL_PATH.name):  # every service shares this machine's cores: cap the gateway
+            env[MAX_FULL_PATH.name] = str(local_full_path_limit())
         env.update(self.extra_env or {})
         return env
+
+
+def local_full_path_limit(cpus: int | None = None) -> int:
+    """Full-path requests at once when every service shares this machine's cores: one per core plus one
+    (measured on 2 cores at concurrency 8: 3 gives ~70 fully ranked answers/s at p99 91 ms, against 6/s and
+    p99 112 ms without a cap; 2 gives 59/s, 4 gives 74/s at p99 97 ms, too near the 100 ms budget)."""
+    return (cpus or os.cpu_count() or 1) + 1
 
 
 def instance_name(service: str, n: int) -> str:

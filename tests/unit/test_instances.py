@@ -60,3 +60,13 @@ def test_stack_default_is_one_instance_per_service(tmp_path: Path, monkeypatch):
     assert cfg.instances("ranking") == ["ranking"]
     assert "," not in cfg.env()["RECSYS_RANKING_ADDR"]
     assert [s.name for s in service_specs(cfg)].count("ranking") == 1
+
+
+def test_local_stack_caps_the_gateways_full_path_unless_configured(tmp_path: Path, monkeypatch):
+    from recsys.stack.local import local_full_path_limit
+
+    monkeypatch.delenv("RECSYS_GATEWAY_MAX_FULL_PATH", raising=False)
+    cfg = StackConfig.default(tmp_path, "127.0.0.1:9092", fixed_ports=False)
+    assert cfg.env()["RECSYS_GATEWAY_MAX_FULL_PATH"] == str(local_full_path_limit()) and local_full_path_limit(2) == 3
+    monkeypatch.setenv("RECSYS_GATEWAY_MAX_FULL_PATH", "7")  # the operator's value reaches the gateway as it is
+    assert "RECSYS_GATEWAY_MAX_FULL_PATH" not in cfg.env()
