@@ -122,33 +122,47 @@ def _downtime(probe, started: float, show_s: float = 10.0, timeout_s: float = 18
     return time.monotonic() - started
 
 
-def ranked_answer(gateway: str, user: str):
-    """Probe: a fully ranked, non-degraded Recommend (what a killed feature/candidate/ranking service breaks)."""
-    client = RecsysClient(gateway, timeout_s=2.0)
+class Probes:
+    """What tells a fault is over, each a callable returning True once it is; their clients close together."""
 
-    def probe() -> bool:
-        recs = client.recommend(user, 10)
-        return not recs.degraded and bool(recs.model)
+    def __init__(self, gateway: str, monitoring: str) -> None:
+        self.gateway, self.monitoring = gateway, monitoring
+        self._clients: list[RecsysClient] = []
 
-    return probe
+    def _client(self, **kwargs) -> RecsysClient:
+        self._clients.append(RecsysClient(self.gateway, timeout_s=2.0, **kwargs))
+        return self._clients[-1]
 
+    def ranked_answer(self, user: str):
+        """A fully ranked, non-degraded Recommend (what a killed feature/candidate/ranking service breaks)."""
+        client = self._client()
 
-def monitoring_answers(gateway: str, monitoring: str):
-    """Probe: the monitoring service answers OnlineMetrics again."""
-    client = RecsysClient(gateway, monitoring=monitoring, timeout_s=2.0)
-    return lambda: client.online_metrics(timeout_s=1.0) is not None
+        def probe() -> bool:
+            recs = client.recommend(user, 10)
+            return not recs.degraded and bool(recs.model)
 
+        return probe
 
-def event_accepted(gateway: str, user: str):
-    """Probe: EventService accepts a click again (it answers only once Kafka acknowledged it)."""
-    client = RecsysClient(gateway, timeout_s=2.0)
+    def monitoring_answers(self):
+        """The monitoring service answers OnlineMetrics again."""
+        client = self._client(monitoring=self.monitoring)
+        return lambda: client.online_metrics(timeout_s=1.0) is not None
 
-    def probe() -> bool:
-        event = events_pb2.Event(event_id=f"probe-{uuid.uuid4().hex}", type=events_pb2.EVENT_TYPE_CLICK,
-                                 user_id=user, item_id="probe", timestamp_ms=int(time.time() * 1000))
-        return client.publish([event], timeout_s=2.0) == 1
+    def event_accepted(self, user: str):
+        """EventService accepts a click again (it answers only once Kafka acknowledged it)."""
+        client = self._client()
 
-    return probe
+        def probe() -> bool:
+            event = events_pb2.Event(event_id=f"probe-{uuid.uuid4().hex}", type=events_pb2.EVENT_TYPE_CLICK,
+                                     user_id=user, item_id="probe", timestamp_ms=int(time.time() * 1000))
+            return client.publish([event], timeout_s=2.0) == 1
+
+        return probe
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
 
 
 def milvus_lite_pids(candidates_pid: int) -> list[int]:
@@ -188,16 +202,17 @@ def main() -> None:
             sup = start_stack(cfg)
             gateway = cfg.address("gateway")
             load = Load(gateway, users, max_s=900)
+            probes = Probes(gateway, cfg.address("monitoring"))
             faults: dict[str, dict] = {}
             try:
-                _poll(ranked_answer(gateway, users[0]), 180)
+                _poll(probes.ranked_answer(users[0]), 180)
                 load.start()
                 time.sleep(3)
                 # Recovery is timed from the moment the fault ends: a killed process is dead at once (the
                 # supervisor restarts it); Kafka ends its outage when `kafka.sh start` returns.
                 for name in ("ranking", "candidates", "features", "monitoring", "milvus", "kafka"):
                     load.phase = name
-                    probe = ranked_answer(gateway, users[1])
+                    probe = probes.ranked_answer(users[1])
                     started = time.monotonic()
                     if name == "milvus":
                         for pid in milvus_lite_pids(sup.children["candidates"].proc.pid):
@@ -210,9 +225,9 @@ def main() -> None:
                     else:
                         sup.kill(name)
                         if name == "monitoring":
-                            probe = monitoring_answers(gateway, cfg.address("monitoring"))
+                            probe = probes.monitoring_answers()
                     if name == "kafka":
-                        recovery = _poll(event_accepted(gateway, users[1]), 180)
+                        recovery = _poll(probes.event_accepted(users[1]), 180)
                     else:
                         recovery = _downtime(probe, started)
                     faults[name] = {"recovery_s": round(recovery, 1), **load.stats.get(name, {})}
@@ -226,6 +241,7 @@ def main() -> None:
                 load.phase = "after"
                 time.sleep(3)
             finally:
+                probes.close()
                 load.stop()
                 sup.stop()
             delivered = read_event_ids(broker.bootstrap, "recsys.events")
