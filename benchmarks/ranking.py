@@ -257,12 +257,11 @@ def precompile_lightgbm(models_dir: str, settings) -> bool:
         return False
     version = rankers.latest_version(models_dir, "lightgbm")
     start = time.perf_counter()
-    ranker = rankers.load_ranker(models_dir, "lightgbm", version, compile_dir=settings.lgbm_compile_dir)
-    ranker.scorer.ready.wait(300)
-    state = "ready" if ranker.scorer.compiled else f"FAILED ({ranker.scorer.error})"
+    scorer = rankers.compile_lightgbm(models_dir, version, settings.lgbm_compile_dir)
+    state = "ready" if scorer.compiled else f"FAILED ({scorer.error})"
     print(f"lightgbm {version}: compiled forest {state} in {time.perf_counter() - start:.1f}s "
           f"(cache {settings.lgbm_compile_dir})")
-    return ranker.scorer.compiled
+    return scorer.compiled
 
 
 def main() -> int:

@@ -22,17 +22,16 @@ class Admission:
     """At most `limit` requests on the full path at once (0 = no limit); each waits up to `wait_s` for a slot."""
 
     def __init__(self, limit: int, wait_s: float) -> None:
-        self.limit, self.wait_s = limit, max(0.0, wait_s)
+        self.wait_s = max(0.0, wait_s)
         self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
 
     @contextmanager
-    def slot(self, wait_s: float | None = None) -> Iterator[bool]:
+    def slot(self) -> Iterator[bool]:
         """True inside when admitted (the slot is held until the block ends), False when shed."""
         if self._slots is None:
             yield True
             return
-        wait = self.wait_s if wait_s is None else max(0.0, min(wait_s, self.wait_s))
-        if not self._slots.acquire(timeout=wait):
+        if not self._slots.acquire(timeout=self.wait_s):
             SHED.inc()
             yield False
             return

@@ -35,27 +35,19 @@ class HopResult:
         return recommend_pb2.HopTiming(hop=self.name, ms=self.ms, status=self.status)
 
 
-def _outcome(name: str, started: float, wait: Callable[[], Any]) -> HopResult:
-    """The hop's answer from `wait()`, or its gRPC status when that raised; timed from `started`."""
-    try:
-        value = wait()
-        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
-
-
-def _no_budget(timeout_s: float) -> bool:
-    return timeout_s <= 0.0005
-
-
 def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metadata: tuple) -> HopResult:
     """Call method(...) blocking, with the timeout (or report 'skipped' when no budget is left). The calling
     thread waits on the call itself: a `.future()` on a sync channel with nothing else in flight starts a
     channel thread per call (measured: the gateway's largest CPU item)."""
-    if _no_budget(timeout_s):
+    if timeout_s <= 0.0005:
         return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
-    return _outcome(name, time.perf_counter(), lambda: method(request, timeout=timeout_s, metadata=metadata))
+    started = time.perf_counter()
+    try:
+        value = method(request, timeout=timeout_s, metadata=metadata)
+        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
 
 
 class Backends:

@@ -85,7 +85,7 @@ class Recommender:
                 )
             else:  # every full-path slot busy: answer from the fallbacks at once, costing the backends nothing
                 reasons.append("gateway: overloaded")
-                ranked = self.batch.for_user(user_id) or self.popular.top(variant.retrieval_k or s.retrieval_k)
+                ranked = self._fallback_candidates(user_id, variant)
                 item_matrix, model, version, seen = None, "", "", frozenset()
 
         genres_of = self.popular.genres
@@ -110,9 +110,15 @@ class Recommender:
         scores = {item.item_id: item.score for item in ranked}
         return Outcome(response, variant, item_matrix, scores)
 
+    def _retrieval_k(self, variant: Variant) -> int:
+        return variant.retrieval_k or self.settings.retrieval_k
+
+    def _fallback_candidates(self, user_id: str, variant: Variant) -> list[Scored]:
+        """Candidates without the candidate service: the user's batch list, else the popular items."""
+        return self.batch.for_user(user_id) or self.popular.top(self._retrieval_k(variant))
+
     def _full_path(self, user_id, filters, variant, context, budget, md, note, reasons):
         """User context, candidates, item features and ranking; (ranked, item matrix, model, version, seen)."""
-        s = self.settings
         # Stage 1: the user's context, features and recent items, in one call.
         user = note(call_hop(
             "user_features", self.backends.features.GetUserFeatures,
@@ -124,7 +130,7 @@ class Recommender:
         seen = frozenset(recent_ids)
 
         # Stage 2: candidates (ANN in Milvus), excluding what the user saw and what the caller excluded.
-        retrieval_k = variant.retrieval_k or s.retrieval_k
+        retrieval_k = self._retrieval_k(variant)
         cand_filter = candidates_pb2.ItemFilter(
             include_genres=sorted(filters.include_genres),
             exclude_genres=sorted(filters.exclude_genres),
@@ -146,7 +152,7 @@ class Recommender:
                 reasons.append(f"candidates: {retrieve.value.degraded_reason or 'degraded'}")
             candidates = [Scored(c.item_id, c.score, c.source) for c in retrieve.value.candidates]
         else:
-            candidates = self.batch.for_user(user_id) or self.popular.top(retrieval_k)
+            candidates = self._fallback_candidates(user_id, variant)
             if retrieve.ok:
                 reasons.append("candidates: empty")
 

@@ -49,12 +49,11 @@ def _compile(args: argparse.Namespace) -> int:
                        f"available: {', '.join(available) or 'none'}")
     start = time.perf_counter()
     try:
-        ranker = rankers.load_ranker(settings.models_dir, "lightgbm", version, compile_dir=settings.lgbm_compile_dir)
+        scorer = rankers.compile_lightgbm(settings.models_dir, version, settings.lgbm_compile_dir)
     except RegistryError as exc:
         raise CliError(str(exc)) from exc
-    ranker.scorer.ready.wait()
-    if not ranker.scorer.compiled:
-        print(f"lightgbm {version}: not compiled: {ranker.scorer.error}")
+    if not scorer.compiled:
+        print(f"lightgbm {version}: not compiled: {scorer.error}")
         return 1
     print(f"lightgbm {version}: compiled into {settings.lgbm_compile_dir} in {time.perf_counter() - start:.1f}s")
     return 0

@@ -170,6 +170,14 @@ def load_ranker(
     return Ranker(name=name, version=version, spec=spec, model=model, torch_model=torch_model, scorer=scorer)
 
 
+def compile_lightgbm(models_dir: str, version: str, compile_dir: str):
+    """Compile the LightGBM forest of `version` into compile_dir (or load it from there); its scorer, once
+    ready: `.compiled` tells whether it serves, `.error` why not."""
+    ranker = load_ranker(models_dir, "lightgbm", version, compile_dir=compile_dir)
+    ranker.scorer.ready.wait()
+    return ranker.scorer
+
+
 def _check_features(model: Any, spec: FeatureSpec, folder: Path) -> None:
     trained_on = list(getattr(model, "features", []) or [])
     if trained_on and trained_on != spec.ranking_features:
