@@ -162,6 +162,9 @@ def batched_fetch(wait_ms: int) -> dict[str, int]:
     return {"fetch_min_bytes": BATCHED_FETCH_MIN_BYTES, "fetch_max_wait_ms": int(wait_ms)}
 
 
+CONSUMER_METADATA_MAX_AGE_MS = 5000
+
+
 def make_consumer(
     group_id: str, topics: Iterable[str], bootstrap: str | None = None, **overrides
 ) -> KafkaConsumer:
@@ -175,6 +178,10 @@ def make_consumer(
         session_timeout_ms=6000,
         heartbeat_interval_ms=2000,
         max_poll_records=500,
+        # kafka-python 3.0 drops a topic-set change whose metadata request races one already in flight (the old
+        # response clears the update flag), so a fresh group leader can assign nothing and wait for the next
+        # periodic refresh: 5 min by default, 5 s here (one small request per refresh)
+        metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         metrics_enabled=False,  # kafka-python's own sensors: CPU on every fetch, and nothing here reads them
     )
     config.update(overrides)
