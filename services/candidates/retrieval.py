@@ -26,6 +26,7 @@ from recsys.candidates.breaker import Breaker
 from recsys.candidates.features_client import FeatureFetcher, UserContext, matrix_row
 from recsys.candidates.filters import FilterSpec, check_unknown_fields, milvus_expr, parse_filter, validate_item_ids
 from recsys.candidates.milvus import Milvus
+from recsys.candidates.top_k import search_top_k
 from recsys.common.errors import InvalidArgument, NotFound, Unavailable
 from recsys.v1 import candidates_pb2
 
@@ -136,16 +137,16 @@ class Retriever:
         params = schema.search_params(self.settings.search_params or {}, limit)
         for attempt in range(2):
             try:
-                hits = self._call(
+                return self._call(
                     timeout,
-                    self.milvus.client.search,
+                    search_top_k,
+                    self.milvus.client,
                     version.info.collection,
-                    [vector.tolist()],
+                    vector,
                     limit=limit,
                     filter=expr,
                     search_params=params,
                 )
-                return _id_scores(hits[0])
             except SearchFailed as exc:
                 if attempt == 0 and "collection" in exc.reason.lower() and "not" in exc.reason.lower():
                     self.breaker.success()  # a moved pointer, not a sick Milvus
@@ -348,11 +349,6 @@ class Retriever:
         for item, score, source in picked:
             response.candidates.add(item_id=item, score=score, source=source)
         return response
-
-
-def _id_scores(hits) -> list[tuple[str, float]]:
-    """[(item_id, score)] of one query's hits, from pymilvus' id and score columns (no lookup per hit)."""
-    return [(str(i), float(d)) for i, d in zip(hits.ids, hits.distances, strict=True)]
 
 
 def _check_matrix(matrix, name: str) -> None:

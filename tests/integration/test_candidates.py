@@ -268,6 +268,31 @@ def test_similar_items(stack, catalog):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("k:")
 
 
+def test_top_k_search_equals_milvus_client_search(stack, catalog):
+    from recsys.candidates import schema
+    from recsys.candidates.milvus import MilvusTarget, connect
+    from recsys.candidates.top_k import search_top_k
+    from recsys.candidates.versions import VersionStore
+
+    milvus = connect(MilvusTarget(stack["env"]["RECSYS_MILVUS_URI"]))  # joins the service's Lite via its socket
+    try:
+        collection = VersionStore(milvus.client, "items").active().collection
+        seed = str(catalog["catalog"].item_ids[3])
+        vector = np.asarray(milvus.client.get(collection, ids=[seed], output_fields=[schema.VECTOR_FIELD])[0][
+            schema.VECTOR_FIELD], dtype=np.float32)
+        params = schema.search_params({}, 50)
+        for expr in ("", f"{schema.AVAILABLE_FIELD} == true"):
+            lean = search_top_k(milvus.client, collection, vector, limit=50, filter=expr, search_params=params)
+            hits = milvus.client.search(collection, [vector.tolist()], limit=50, filter=expr, search_params=params)[0]
+            assert [item for item, _ in lean] == [hit["id"] for hit in hits]
+            assert np.allclose([score for _, score in lean], [hit["distance"] for hit in hits], atol=1e-6)
+            assert seed in {item for item, score in lean if score >= lean[0][1] - 1e-5}  # ties: equal embeddings
+        with pytest.raises(Exception, match="(?i)collection"):
+            search_top_k(milvus.client, "no_such_collection", vector, limit=5, search_params=params)
+    finally:
+        milvus.close()
+
+
 def test_upserted_item_is_retrievable(stack, catalog, tmp_path):
     from recsys.candidates.milvus import MilvusTarget, connect
     from recsys.candidates.versions import VersionStore
