@@ -293,8 +293,12 @@ class Retriever:
             index_version=version.label,
         )
         counts: dict[int, int] = {}
+        add = response.candidates.add
         for item, score, source in picked:
-            response.candidates.add(item_id=item, score=score, source=source)
+            candidate = add()  # fields set one by one: half the cost of add(**fields) in upb
+            candidate.item_id = item
+            candidate.score = score
+            candidate.source = source
             counts[source] = counts.get(source, 0) + 1
         for source, n in counts.items():
             SOURCES.labels(candidates_pb2.CandidateSource.Name(source)).inc(n)
