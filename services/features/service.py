@@ -21,6 +21,7 @@ from feast import FeatureStore
 from feast.errors import FeastObjectNotFoundException
 
 from recsys.common.errors import FailedPrecondition, InvalidArgument
+from recsys.common.packed import extend_floats
 from recsys.features import counters, definitions, offline
 from recsys.features.settings import FeatureSettings
 from recsys.features.streaming import ApplyResult, StreamEvent, StreamUpdater, StreamViews
@@ -112,9 +113,9 @@ class OnlineFeatures:
             if (idx >= n_batch).any():
                 values = np.concatenate([values, self._counters(entity, ids)], axis=1)
             values = values[:, idx]
-        return features_pb2.FeatureMatrix(
-            names=out_names, entity_ids=ids, found=found.tolist(), values=values.ravel().tolist()
-        )
+        matrix = features_pb2.FeatureMatrix(names=out_names, entity_ids=ids, found=found.tolist())
+        extend_floats(matrix, "values", values)
+        return matrix
 
     def _counters(self, entity: _Entity, ids: Sequence[str]) -> np.ndarray:
         """(n, 2) clicks in the last hour and day, from the stream view's buckets at read time."""

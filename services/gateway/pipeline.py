@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from recsys.gateway.admission import Admission
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
@@ -184,6 +182,5 @@ class Recommender:
         ))
         if not rank.ok or len(rank.value.scores) != len(candidates):
             return candidates, matrix, "", ""
-        scores = np.asarray(rank.value.scores, dtype=np.float32)
-        ranked = [Scored(c.item_id, float(sc), c.source) for c, sc in zip(candidates, scores, strict=True)]
+        ranked = [Scored(c[0], score, c[2]) for c, score in zip(candidates, rank.value.scores, strict=True)]
         return ranked, matrix, rank.value.model, rank.value.model_version

@@ -28,6 +28,7 @@ from recsys.common.errors import InvalidArgument, ServiceError
 from recsys.common.heap import refreeze_heap
 from recsys.common.interceptors import REQUEST_ID_HEADER
 from recsys.common.logs import configure_logging, request_id_var
+from recsys.common.packed import extend_floats
 from recsys.ranking import inputs, rankers
 from recsys.ranking.features_client import FeatureFetcher
 from recsys.ranking.metrics import RankingMetrics
@@ -146,7 +147,9 @@ class RankingReplica:
             scores = await self._score_batch((ranker, model_input))
         else:
             scores = self._score_one(ranker, model_input)
-        return ranking_pb2.RankResponse(scores=scores.tolist(), model=name, model_version=ranker.version)
+        response = ranking_pb2.RankResponse(model=name, model_version=ranker.version)
+        extend_floats(response, "scores", scores)
+        return response
 
     async def _features(self, request: ranking_pb2.RankRequest, ranker: rankers.Ranker, item_ids: list[str]):
         """The request's feature matrices, fetching the empty ones from the feature service."""
