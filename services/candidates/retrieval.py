@@ -124,6 +124,24 @@ class Retriever:
         self.breaker.success()
         return result
 
+    def _call_on_stub(self, timeout: float, fn, *args, **kwargs):
+        """Run a Milvus call that is one gRPC call with `timeout` as its deadline (no pymilvus retry loop),
+        in this thread: gRPC enforces the deadline, so the thread-pool hop of `_call` is not needed."""
+        if not self.breaker.allow():
+            raise SearchFailed(f"milvus unavailable ({self.breaker.last_error})")
+        try:
+            result = fn(*args, timeout=timeout, **kwargs)
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            if isinstance(exc, grpc.RpcError) and callable(code) and code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                self.breaker.failure("timeout")
+                raise SearchFailed(f"milvus timeout after {timeout * 1000:.0f} ms") from None
+            reason = _short_reason(exc)
+            self.breaker.failure(reason)
+            raise SearchFailed(f"milvus error: {reason}") from exc
+        self.breaker.success()
+        return result
+
     def _ann(self, version: ServingVersion, vector: np.ndarray, k: int, spec: FilterSpec, timeout: float):
         """The top k [(item_id, score)] passing `spec`; excluded ids over-fetched and dropped here when few."""
         excluded = spec.exclude_ids
@@ -137,7 +155,7 @@ class Retriever:
         params = schema.search_params(self.settings.search_params or {}, limit)
         for attempt in range(2):
             try:
-                return self._call(
+                return self._call_on_stub(
                     timeout,
                     search_top_k,
                     self.milvus.client,
