@@ -182,5 +182,5 @@ class Recommender:
         ))
         if not rank.ok or len(rank.value.scores) != len(candidates):
             return candidates, matrix, "", ""
-        ranked = [Scored(c[0], score, c[2]) for c, score in zip(candidates, rank.value.scores, strict=True)]
+        ranked = [Scored(c.item_id, score, c.source) for c, score in zip(candidates, rank.value.scores, strict=True)]
         return ranked, matrix, rank.value.model, rank.value.model_version
