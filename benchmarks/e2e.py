@@ -9,6 +9,10 @@ with `p50_ms`, `p95_ms`, `p99_ms` (concurrency 1), `rps` (the best sustained), `
 sustained rate of answers that were not degraded: fully ranked), `error_rate`, `degraded_rate` (over all
 levels) and the per-level detail. The local stack caps the gateway's full path at cores + 1 requests
 (RECSYS_GATEWAY_MAX_FULL_PATH); set it to 0 in the environment to measure without the cap.
+
+With --catalogue-items above --items (e.g. 1000000), the stack serves a larger catalogue: the models are trained
+on --items items and the rest are generated and embedded by the trained item tower (see extended_catalogue.py),
+then materialized and indexed like the rest; the JSON reports `items` (served) and `trained_items`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from extended_catalogue import extend_catalogue
+
 from recsys.stack.broker import local_broker
 from recsys.stack.cpu import cpu_ms_per_request, cpu_seconds
-from recsys.stack.demo import DemoOptions, compile_ranker, prepare
+from recsys.stack.demo import DemoOptions, compile_ranker, materialize_and_index, prepare
 from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.simulator import simulate
 from recsys.training.data.loaders import load_dataset
@@ -29,6 +35,23 @@ from recsys.training.data.loaders import load_dataset
 
 def _hops(stats: dict[str, dict[str, float]]) -> str:
     return ", ".join(f"{name} {v['p50']:.1f}/{v['p99']:.1f}" for name, v in stats.items())
+
+
+def _catalogue(cfg: StackConfig, built: Path, n_items: int) -> dict:
+    """Extend the trained version's catalogue to `n_items`, then materialize and index it (once per --work)."""
+    from recsys.training.registry import Registry
+
+    record = json.loads(built.read_text())
+    if record.get("catalogue", {}).get("items") == n_items:
+        print(f"reusing the {n_items:,}-item catalogue ({record['catalogue']})", flush=True)
+        return record["catalogue"]
+    registry = Registry(cfg.models_dir)
+    trained = [v for v in registry.versions() if "benchmark" not in registry.manifest(v)][-1]
+    started = time.perf_counter()
+    extend_catalogue(registry.path(trained), cfg.models_dir, n_items)
+    catalogue = {"items": n_items, "extend_s": round(time.perf_counter() - started, 1), **materialize_and_index(cfg)}
+    built.write_text(json.dumps({**record, "catalogue": catalogue}))
+    return catalogue
 
 
 def main() -> None:
@@ -43,6 +66,10 @@ def main() -> None:
                         help="keep the built data, models, features and index here and reuse them on the next run "
                              "with the same --items/--users/--interactions (default: a temporary folder)")
     parser.add_argument("--ranking-instances", type=int, default=1)
+    parser.add_argument("--catalogue-items", type=int, default=0,
+                        help="serve a catalogue of this many items: the trained --items plus generated ones "
+                             "embedded by the trained item tower (extended_catalogue.py), materialized and indexed; "
+                             "kept in --work")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="recsys-e2e-") as tmp:
@@ -65,6 +92,7 @@ def main() -> None:
                 data_dir, _ = prepare(opts, cfg)
                 build_s = time.perf_counter() - started
                 built.write_text(json.dumps({"params": params, "build_s": build_s}))
+            catalogue = _catalogue(cfg, built, args.catalogue_items) if args.catalogue_items > args.items else {}
             users = list(load_dataset(data_dir).interactions["user_id"].astype(str).unique())
             supervisor = start_stack(cfg, watch=False)
             try:
@@ -92,7 +120,8 @@ def main() -> None:
     first = levels[min(levels)]
     total = sum(s["requests"] for s in levels.values())
     print(json.dumps({
-        "items": args.items, "build_s": round(build_s, 1),
+        "items": catalogue.get("items", args.items), "trained_items": args.items, "build_s": round(build_s, 1),
+        "catalogue": catalogue,
         "p50_ms": round(first["p50_ms"], 2), "p95_ms": round(first["p95_ms"], 2), "p99_ms": round(first["p99_ms"], 2),
         "rps": round(max(s["rps"] for s in levels.values()), 1),
         "full_rps": round(max(s["full_rps"] for s in levels.values()), 1),

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from extended_catalogue import cached_version, extend_catalogue
 
 from recsys.common.ports import free_port
 
@@ -50,16 +51,6 @@ def _log(msg: str) -> None:
 
 
 # -- the model ------------------------------------------------------------------------------------------------
-def _cached(root: Path, params: dict) -> Path | None:
-    from recsys.training.registry import Registry
-
-    registry = Registry(root)
-    for version in reversed(registry.versions()):
-        if registry.manifest(version).get("benchmark") == params:
-            return registry.path(version)
-    return None
-
-
 def _train_version(root: Path, args: argparse.Namespace) -> Path:
     """A registry version with the trained two-tower model (cached by parameters)."""
     import pandas as pd
@@ -78,7 +69,7 @@ def _train_version(root: Path, args: argparse.Namespace) -> Path:
     from recsys.training.two_tower import TwoTowerConfig, train_two_tower
 
     params = {"items": args.train_items, "interactions": args.interactions, "epochs": args.epochs, "seed": 0}
-    found = _cached(root, params)
+    found = cached_version(root, params)
     if found is not None:
         _log(f"model: reusing {found}")
         return found
@@ -106,76 +97,6 @@ def _train_version(root: Path, args: argparse.Namespace) -> Path:
     train_s = round(time.perf_counter() - started, 1)
     version = Registry(root).create(lambda p: save_bundle(bundle, p), {"benchmark": params, "train_s": train_s})
     _log(f"model: trained in {train_s}s -> {root / version}")
-    return root / version
-
-
-def _extend_catalogue(trained: Path, root: Path, n_items: int) -> Path:
-    """A version whose catalogue is the trained items plus generated ones embedded by the trained item tower."""
-    import pandas as pd
-    import torch
-
-    from recsys.training.data import generate
-    from recsys.training.features import FeatureSpec, build_item_features
-    from recsys.training.registry import Registry
-    from recsys.training.two_tower import TwoTowerConfig, TwoTowerNet
-
-    params = {"items": n_items, "from": str(trained), "seed": 1}
-    found = _cached(root, params)
-    if found is not None:
-        _log(f"catalogue: reusing {found}")
-        return found
-    started = time.perf_counter()
-    spec = FeatureSpec.from_dict(json.loads((trained / "feature_spec.json").read_text()))
-    tower = trained / "two_tower"
-    cfg = TwoTowerConfig(**json.loads((tower / "config.json").read_text()))
-    trained_ids = json.loads((tower / "item_ids.json").read_text())
-    item_frame = pd.read_parquet(trained / "features" / "item_features.parquet")
-    raw = item_frame.set_index(item_frame["item_id"].astype(object)).reindex(trained_ids)[spec.item_features]
-    raw = raw.fillna(0.0).to_numpy(np.float32)
-    mean, std = raw.mean(axis=0), raw.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0)  # the standardisation train_two_tower applied
-    with np.load(tower / "user_tower.npz") as arrays:
-        n_users = len(arrays["user_ids"])
-    net = TwoTowerNet(n_users, len(trained_ids), len(spec.user_features), len(spec.item_features), cfg)
-    net.load_state_dict(torch.load(tower / "model.pt"))
-    net.eval()
-
-    extra = n_items - len(trained_ids)
-    _log(f"catalogue: generating {extra:,} more items and embedding them with the trained item tower")
-    ds = generate(max(extra // 3, 10_000), n_items=extra, seed=1)
-    new_ids = ("x" + ds.items["item_id"].astype(str)).tolist()
-    feats = build_item_features(ds, spec)
-    feats["item_id"] = new_ids
-    x = (feats[spec.item_features].to_numpy(np.float32) - mean) / std
-    vectors = []
-    with torch.no_grad():
-        for start in range(0, len(x), 65536):
-            chunk = torch.from_numpy(x[start : start + 65536])
-            vectors.append(net.item_vec(torch.zeros(len(chunk), dtype=torch.long), chunk).numpy())
-    new_emb = np.concatenate(vectors).astype(np.float32)
-    counts = ds.interactions["item_id"].astype(str).value_counts()
-    new_counts = counts.reindex(ds.items["item_id"].astype(str)).fillna(0).to_numpy()
-    new_pop = pd.DataFrame({"item_id": new_ids, "count": new_counts})
-
-    def write(path: Path) -> list[str]:
-        shutil.copytree(trained / "features", path / "features")
-        shutil.copy(trained / "feature_spec.json", path / "feature_spec.json")
-        (path / "two_tower").mkdir()
-        for name in ("user_tower.npz", "config.json", "model.pt"):
-            shutil.copy(tower / name, path / "two_tower" / name)
-        (path / "two_tower" / "item_ids.json").write_text(json.dumps(trained_ids + new_ids))
-        embeddings = np.concatenate([np.load(tower / "item_embeddings.npy"), new_emb])
-        np.save(path / "two_tower" / "item_embeddings.npy", embeddings)
-        pd.concat([item_frame, feats[item_frame.columns]], ignore_index=True).to_parquet(
-            path / "features" / "item_features.parquet", index=False
-        )
-        (path / "popularity").mkdir()
-        pop = pd.concat([pd.read_parquet(trained / "popularity" / "popularity.parquet"), new_pop], ignore_index=True)
-        pop.sort_values("count", ascending=False, kind="stable").to_parquet(path / "popularity" / "popularity.parquet")
-        return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
-
-    version = Registry(root).create(write, {"benchmark": params})
-    _log(f"catalogue: {n_items:,} items in {time.perf_counter() - started:.0f}s -> {root / version}")
     return root / version
 
 
@@ -285,7 +206,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = _train_version(args.work / "models", args)
     if args.items > args.train_items:
-        model_dir = _extend_catalogue(model_dir, args.work / "catalogues", args.items)
+        model_dir = extend_catalogue(model_dir, args.work / "catalogues", args.items)
     run = args.work / f"run-{os.getpid()}"
     run.mkdir()
     index_type = args.index_type or ("HNSW" if args.milvus_server else "FLAT")

@@ -46,8 +46,10 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def _done(started: float) -> None:
-    print(f"    done in {time.perf_counter() - started:.1f} s", flush=True)
+def _done(started: float) -> float:
+    seconds = time.perf_counter() - started
+    print(f"    done in {seconds:.1f} s", flush=True)
+    return round(seconds, 1)
 
 
 def _run_cli(cfg: StackConfig, argv: list[str]) -> None:
@@ -72,13 +74,19 @@ def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, St
     _done(t)
     write_drift_reference(data_dir, cfg)
     compile_ranker(cfg)
+    materialize_and_index(cfg)
+    return data_dir, cfg
+
+
+def materialize_and_index(cfg: StackConfig) -> dict[str, float]:
+    """The latest version's features into the online store and its embeddings into Milvus; seconds of each."""
     t = _step("materialize features into the Feast online store (SQLite)")
     _run_cli(cfg, ["materialize"])
-    _done(t)
+    seconds = {"materialize_s": _done(t)}
     t = _step("index item embeddings into Milvus Lite")
     _run_cli(cfg, ["index", "--quiet"])
-    _done(t)
-    return data_dir, cfg
+    seconds["index_s"] = _done(t)
+    return seconds
 
 
 def compile_ranker(cfg: StackConfig) -> None:
