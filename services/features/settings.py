@@ -32,6 +32,10 @@ DEDUP_KEEP = declare(
     "RECSYS_FEATURES_DEDUP_KEEP", 64, "Event ids remembered per user to drop duplicate events", SCOPE
 )
 MAX_PUSH_EVENTS = declare("RECSYS_FEATURES_MAX_PUSH_EVENTS", 10000, "Most events one Push request may carry", SCOPE)
+MATERIALIZE_BATCH = declare(
+    "RECSYS_FEATURES_MATERIALIZE_BATCH", 50000,
+    "Rows Feast converts and writes to the online store per batch when materializing (bounds its memory)", SCOPE
+)
 CONSUMER_GROUP = declare(
     "RECSYS_FEATURES_CONSUMER_GROUP", "recsys-features", "Kafka consumer group of the streaming updates", SCOPE
 )
@@ -61,6 +65,7 @@ class FeatureSettings:
     recent_keep: int
     dedup_keep: int
     max_push_events: int
+    materialize_batch: int = 50000
 
     @classmethod
     def from_env(cls) -> FeatureSettings:
@@ -76,6 +81,7 @@ class FeatureSettings:
             recent_keep=RECENT_KEEP.int(),
             dedup_keep=DEDUP_KEEP.int(),
             max_push_events=MAX_PUSH_EVENTS.int(),
+            materialize_batch=MATERIALIZE_BATCH.int(),
         )
 
 
