@@ -22,6 +22,7 @@ from recsys.candidates.versions import Pointer, VersionInfo, VersionStore, new_c
 log = logging.getLogger("recsys.candidates.indexer")
 
 Progress = Callable[[int], None]
+RECORD_VISIBLE_S = 10.0  # how long a just-written version record may take to show (Milvus Lite under load)
 
 
 class IndexBuildError(RuntimeError):
@@ -131,9 +132,18 @@ def build_version(
     return info
 
 
+def _version_record(store: VersionStore, collection: str, wait_s: float = RECORD_VISIBLE_S) -> VersionInfo | None:
+    """The version record of an existing collection. Milvus Lite can take seconds to show a record written a
+    moment ago (measured after indexing 1M items), so a missing one is read again until `wait_s` has passed."""
+    deadline = time.monotonic() + wait_s
+    while (info := store.version(collection)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return info
+
+
 def activate(client: MilvusClient, store: VersionStore, collection: str, keep_versions: int) -> Pointer:
     """Point readers at `collection` (which must be built and loaded); prune beyond `keep_versions`."""
-    if store.version(collection) is None:
+    if not client.has_collection(collection) or _version_record(store, collection) is None:
         raise IndexBuildError(f"{collection} has no version record (not built by `recsys index`?)")
     client.load_collection(collection)
     _wait_loaded(client, collection, 600.0)
