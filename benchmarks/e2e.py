@@ -18,12 +18,15 @@ then materialized and indexed like the rest; the JSON reports `items` (served) a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from extended_catalogue import extend_catalogue
+from milvus_server import MilvusServer
 
 from recsys.stack.broker import local_broker
 from recsys.stack.cpu import cpu_ms_per_request, cpu_seconds
@@ -31,6 +34,13 @@ from recsys.stack.demo import DemoOptions, compile_ranker, materialize_and_index
 from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.simulator import simulate
 from recsys.training.data.loaders import load_dataset
+
+# At 1M items on the Milvus server: recall@300 0.977, p50 6 ms (benchmarks/retrieval.py --milvus-server, README)
+SERVER_INDEX = {
+    "RECSYS_MILVUS_INDEX_TYPE": "IVF_FLAT",
+    "RECSYS_MILVUS_INDEX_PARAMS": '{"nlist": 1024}',
+    "RECSYS_MILVUS_SEARCH_PARAMS": '{"nprobe": 32}',
+}
 
 
 def _hops(stats: dict[str, dict[str, float]]) -> str:
@@ -54,6 +64,16 @@ def _catalogue(cfg: StackConfig, built: Path, n_items: int) -> dict:
     return catalogue
 
 
+def _on_milvus_server(cfg: StackConfig, stack: contextlib.ExitStack, base: Path) -> StackConfig:
+    """`cfg` pointed at a Milvus standalone started here (stopped with `stack`), the catalogue indexed into it."""
+    uri = stack.enter_context(MilvusServer(base))
+    cfg = replace(cfg, extra_env={**(cfg.extra_env or {}), **SERVER_INDEX, "RECSYS_MILVUS_URI": uri})
+    started = time.perf_counter()
+    materialize_and_index(cfg)
+    print(f"indexed into the Milvus server in {time.perf_counter() - started:.0f} s", flush=True)
+    return cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -70,12 +90,16 @@ def main() -> None:
                         help="serve a catalogue of this many items: the trained --items plus generated ones "
                              "embedded by the trained item tower (extended_catalogue.py), materialized and indexed; "
                              "kept in --work")
+    parser.add_argument("--milvus-server", action="store_true",
+                        help="serve candidates from a Milvus standalone (IVF_FLAT nlist 1024, nprobe 32) started here "
+                             "and indexed at start-up, instead of Milvus Lite; needs a loopback-only network "
+                             "namespace (see milvus_server.py)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="recsys-e2e-") as tmp:
         var = args.work or Path(tmp)
         var.mkdir(parents=True, exist_ok=True)
-        with local_broker(Path(tmp) / "kafka") as broker:
+        with local_broker(Path(tmp) / "kafka") as broker, contextlib.ExitStack() as stack:
             opts = DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=args.users, items=args.items,
                                interactions=args.interactions)
             cfg = StackConfig.default(var, broker.bootstrap, fixed_ports=False,
@@ -94,6 +118,8 @@ def main() -> None:
                 built.write_text(json.dumps({"params": params, "build_s": build_s}))
             catalogue = _catalogue(cfg, built, args.catalogue_items) if args.catalogue_items > args.items else {}
             users = list(load_dataset(data_dir).interactions["user_id"].astype(str).unique())
+            if args.milvus_server:
+                cfg = _on_milvus_server(cfg, stack, Path(tmp) / "milvus-server")
             supervisor = start_stack(cfg, watch=False)
             try:
                 simulate(cfg.address("gateway"), None, users, seconds=5, concurrency=2)  # warm-up
@@ -121,7 +147,7 @@ def main() -> None:
     total = sum(s["requests"] for s in levels.values())
     print(json.dumps({
         "items": catalogue.get("items", args.items), "trained_items": args.items, "build_s": round(build_s, 1),
-        "catalogue": catalogue,
+        "catalogue": catalogue, "milvus": "server 2.3.5 IVF_FLAT" if args.milvus_server else "lite 2.5.1 FLAT",
         "p50_ms": round(first["p50_ms"], 2), "p95_ms": round(first["p95_ms"], 2), "p99_ms": round(first["p99_ms"], 2),
         "rps": round(max(s["rps"] for s in levels.values()), 1),
         "full_rps": round(max(s["full_rps"] for s in levels.values()), 1),

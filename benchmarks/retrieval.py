@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from extended_catalogue import cached_version, extend_catalogue
+from milvus_server import MilvusServer
 
 from recsys.common.ports import free_port
 
@@ -98,34 +98,6 @@ def _train_version(root: Path, args: argparse.Namespace) -> Path:
     version = Registry(root).create(lambda p: save_bundle(bundle, p), {"benchmark": params, "train_s": train_s})
     _log(f"model: trained in {train_s}s -> {root / version}")
     return root / version
-
-
-# -- Milvus server (optional) --------------------------------------------------------------------------------
-def _loopback_only() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]  # this process's network namespace
-
-
-class _MilvusServer:
-    def __init__(self, base: Path) -> None:
-        if not _loopback_only():
-            raise SystemExit(
-                "--milvus-server binds every interface: run this inside a loopback-only network namespace "
-                "(unshare -n sh -c 'ip link set lo up && ...')"
-            )
-        from milvus import MilvusServer
-
-        self.server = MilvusServer()
-        self.server.set_base_dir(str(base))
-        self.server.listen_port = free_port()
-
-    def __enter__(self) -> str:
-        started = time.perf_counter()
-        self.server.start()
-        _log(f"milvus server: ready in {time.perf_counter() - started:.1f}s")
-        return f"http://127.0.0.1:{self.server.listen_port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.stop()
 
 
 # -- the service ---------------------------------------------------------------------------------------------
@@ -224,7 +196,7 @@ def main() -> None:
         RECSYS_MILVUS_TIMEOUT_MS="1000",  # measure Milvus, not the fallback
         RECSYS_CANDIDATES_MAX_K=str(max(1000, args.k)),
     )
-    server = _MilvusServer(run / "milvus-server") if args.milvus_server else None
+    server = MilvusServer(run / "milvus-server") if args.milvus_server else None
     try:
         uri = server.__enter__() if server else str(run / "milvus" / "recsys.db")
         env["RECSYS_MILVUS_URI"] = uri
