@@ -83,7 +83,7 @@ def materialize_and_index(cfg: StackConfig) -> dict[str, float]:
     t = _step("materialize features into the Feast online store (SQLite)")
     _run_cli(cfg, ["materialize"])
     seconds = {"materialize_s": _done(t)}
-    t = _step("index item embeddings into Milvus Lite")
+    t = _step("index item embeddings into Milvus (Milvus Lite unless RECSYS_MILVUS_URI names a server)")
     _run_cli(cfg, ["index", "--quiet"])
     seconds["index_s"] = _done(t)
     return seconds
