@@ -212,3 +212,28 @@ def test_a_milvus_rpc_error_becomes_a_short_reason():
 
     assert _short_reason(Rpc()) == "DEADLINE_EXCEEDED: Deadline Exceeded"
     assert _short_reason(ValueError("bad   things\n happen")) == "bad things happen"
+
+
+class _LaggingStore:
+    """A version store whose record shows only on the `shows_on`-th read (Milvus Lite right after a big index)."""
+
+    def __init__(self, shows_on: int | None) -> None:
+        self.shows_on, self.reads = shows_on, 0
+
+    def version(self, collection: str):
+        self.reads += 1
+        if self.shows_on is None or self.reads < self.shows_on:
+            return None
+        return VersionInfo(collection=collection, model_version="v1", model_dir="/m", dim=2, genres=[], count=1,
+                           index_type="FLAT")
+
+
+def test_a_version_record_that_shows_late_is_waited_for_and_a_missing_one_is_not_found():
+    from recsys.candidates.indexer import _version_record
+
+    late = _LaggingStore(shows_on=3)
+    assert _version_record(late, "items_v1", wait_s=5.0).collection == "items_v1"
+    assert late.reads == 3
+    started = time.monotonic()
+    assert _version_record(_LaggingStore(shows_on=None), "items_v1", wait_s=0.5) is None
+    assert 0.5 <= time.monotonic() - started < 3.0
