@@ -35,8 +35,6 @@ from recsys.common.ports import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 class _Script:
     """A server from deploy/local (kafka.sh / redis.sh) on free ports, stopped on exit."""
 
@@ -188,9 +186,10 @@ def _produce(bootstrap: str, topic: str, rate: int, seconds: float, n_users: int
 
 def _freshness(args, env: dict[str, str], tmp: Path) -> dict:
     from recsys.common import kafka as rk
+    from recsys.common.heap import freeze_heap
     from recsys.features.consumer import EventConsumer
     from recsys.features.settings import FeatureSettings
-    from recsys.features.store import freeze_heap, open_store
+    from recsys.features.store import open_store
     from recsys.features.streaming import StreamUpdater
 
     port, cport = free_port(), free_port()

@@ -41,8 +41,6 @@ APP = "ranking-bench"
 TARGET_P99_MS = 8.0
 
 
-
-
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 

@@ -275,5 +275,3 @@ def _keep_signal_handlers():
 
 def _ms(start: float) -> int:
     return round((time.perf_counter() - start) * 1000.0)
-
-
