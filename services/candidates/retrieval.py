@@ -106,34 +106,24 @@ class Retriever:
             timeout = min(timeout, max(0.001, time_remaining - 0.002))
         return timeout
 
-    def _call(self, timeout: float, fn, *args, **kwargs):
-        """Run a Milvus call with a hard deadline (the client may block longer than its own timeout)."""
-        if not self.breaker.allow():
-            raise SearchFailed(f"milvus unavailable ({self.breaker.last_error})")
-        future = self._pool.submit(fn, *args, timeout=timeout, **kwargs)
-        try:
-            result = future.result(timeout=timeout + 0.005)
-        except FutureTimeout:
-            future.cancel()
-            self.breaker.failure("timeout")
-            raise SearchFailed(f"milvus timeout after {timeout * 1000:.0f} ms") from None
-        except Exception as exc:
-            reason = _short_reason(exc)
-            self.breaker.failure(reason)
-            raise SearchFailed(f"milvus error: {reason}") from exc
-        self.breaker.success()
-        return result
-
-    def _call_on_stub(self, timeout: float, fn, *args, **kwargs):
-        """Run a Milvus call that is one gRPC call with `timeout` as its deadline (no pymilvus retry loop),
-        in this thread: gRPC enforces the deadline, so the thread-pool hop of `_call` is not needed."""
+    def _call(self, timeout: float, fn, *args, on_stub: bool = False, **kwargs):
+        """Run a Milvus call with a hard deadline. pymilvus' own calls run on the pool: with their retry loops
+        they may block longer than their timeout. An `on_stub` call is one gRPC call with `timeout` as its
+        deadline, which gRPC enforces, so it runs in this thread without the pool's hop."""
         if not self.breaker.allow():
             raise SearchFailed(f"milvus unavailable ({self.breaker.last_error})")
         try:
-            result = fn(*args, timeout=timeout, **kwargs)
+            if on_stub:
+                result = fn(*args, timeout=timeout, **kwargs)
+            else:
+                future = self._pool.submit(fn, *args, timeout=timeout, **kwargs)
+                try:
+                    result = future.result(timeout=timeout + 0.005)
+                except FutureTimeout:
+                    future.cancel()
+                    raise
         except Exception as exc:
-            code = getattr(exc, "code", None)
-            if isinstance(exc, grpc.RpcError) and callable(code) and code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            if _deadline_exceeded(exc) if on_stub else isinstance(exc, FutureTimeout):
                 self.breaker.failure("timeout")
                 raise SearchFailed(f"milvus timeout after {timeout * 1000:.0f} ms") from None
             reason = _short_reason(exc)
@@ -155,12 +145,13 @@ class Retriever:
         params = schema.search_params(self.settings.search_params or {}, limit)
         for attempt in range(2):
             try:
-                return self._call_on_stub(
+                return self._call(
                     timeout,
                     search_top_k,
                     self.milvus.client,
                     version.info.collection,
                     vector,
+                    on_stub=True,
                     limit=limit,
                     filter=expr,
                     search_params=params,
@@ -384,6 +375,11 @@ def _check_matrix(matrix, name: str) -> None:
     values = np.asarray(matrix.values, dtype=np.float64)
     if np.isinf(values).any():  # NaN means "unknown" to the user tower; infinities are errors
         raise InvalidArgument(f"{name}.values", "infinite values")
+
+
+def _deadline_exceeded(exc: Exception) -> bool:
+    code = getattr(exc, "code", None)
+    return isinstance(exc, grpc.RpcError) and callable(code) and code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def _short_reason(exc: Exception) -> str:

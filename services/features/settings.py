@@ -65,7 +65,7 @@ class FeatureSettings:
     recent_keep: int
     dedup_keep: int
     max_push_events: int
-    materialize_batch: int = 50000
+    materialize_batch: int = int(MATERIALIZE_BATCH.default)
 
     @classmethod
     def from_env(cls) -> FeatureSettings:
