@@ -26,7 +26,8 @@ from recsys.candidates.breaker import Breaker
 from recsys.candidates.features_client import FeatureFetcher, UserContext, matrix_row
 from recsys.candidates.filters import FilterSpec, check_unknown_fields, milvus_expr, parse_filter, validate_item_ids
 from recsys.candidates.milvus import Milvus
-from recsys.candidates.top_k import search_top_k
+from recsys.candidates.search_batch import BatchTimeout, SearchBatcher
+from recsys.candidates.top_k import search_top_k_many
 from recsys.common.errors import InvalidArgument, NotFound, Unavailable
 from recsys.v1 import candidates_pb2
 
@@ -54,6 +55,7 @@ class RetrievalSettings:
     cold_start_ann_share: float = 0.5
     search_params: dict | None = None
     exclude_recent: bool = True
+    search_batch: int = 8
 
 
 class SearchFailed(RuntimeError):
@@ -82,6 +84,7 @@ class Retriever:
         self.settings = settings
         self.breaker = milvus_breaker
         self._pool = ThreadPoolExecutor(max_workers=search_workers, thread_name_prefix="milvus-search")
+        self._batcher = SearchBatcher(settings.search_batch)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -142,20 +145,9 @@ class Retriever:
 
     def _search(self, version: ServingVersion, vector: np.ndarray, limit: int, expr: str, timeout: float):
         """[(item_id, score)] from Milvus; retried once on a freshly read pointer if the collection vanished."""
-        params = schema.search_params(self.settings.search_params or {}, limit)
         for attempt in range(2):
             try:
-                return self._call(
-                    timeout,
-                    search_top_k,
-                    self.milvus.client,
-                    version.info.collection,
-                    vector,
-                    on_stub=True,
-                    limit=limit,
-                    filter=expr,
-                    search_params=params,
-                )
+                return self._search_batched(version.info.collection, vector, limit, expr, timeout)
             except SearchFailed as exc:
                 if attempt == 0 and "collection" in exc.reason.lower() and "not" in exc.reason.lower():
                     self.breaker.success()  # a moved pointer, not a sick Milvus
@@ -166,6 +158,28 @@ class Retriever:
                         continue
                 raise
         raise AssertionError("unreachable")
+
+    def _search_batched(self, collection: str, vector: np.ndarray, limit: int, expr: str, timeout: float):
+        """One search, sent together with concurrent ones on the same collection and filter (search_batch.py)."""
+
+        def search_many(vectors: list[np.ndarray], batch_limit: int, batch_timeout: float):
+            params = schema.search_params(self.settings.search_params or {}, batch_limit)
+            return self._call(
+                batch_timeout,
+                search_top_k_many,
+                self.milvus.client,
+                collection,
+                vectors,
+                on_stub=True,
+                limit=batch_limit,
+                filter=expr,
+                search_params=params,
+            )
+
+        try:
+            return self._batcher.search((collection, expr), search_many, vector, limit, timeout)
+        except BatchTimeout:
+            raise SearchFailed(f"milvus timeout after {timeout * 1000:.0f} ms (queued behind a search)") from None
 
     # --- Retrieve -------------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None) -
             search_timeout_s=settings.SEARCH_TIMEOUT_MS.float() / 1000.0,
             cold_start_ann_share=settings.COLD_START_ANN_SHARE.float(),
             search_params=parse_params(settings.SEARCH_PARAMS.str(), "RECSYS_MILVUS_SEARCH_PARAMS"),
+            search_batch=settings.SEARCH_BATCH.int(),
         ),
         breaker,
     )

@@ -41,6 +41,12 @@ SEARCH_PARAMS = declare(
 SEARCH_TIMEOUT_MS = declare(
     "RECSYS_MILVUS_TIMEOUT_MS", 50.0, "Milvus search deadline before the popularity fallback answers", "candidates"
 )
+SEARCH_BATCH = declare(
+    "RECSYS_CANDIDATES_SEARCH_BATCH",
+    8,
+    "Most query vectors per Milvus search: searches queued behind one in flight go together (1 = never merge)",
+    "candidates",
+)
 KEEP_VERSIONS = declare(
     "RECSYS_INDEX_KEEP_VERSIONS",
     2,

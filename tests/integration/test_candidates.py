@@ -271,13 +271,20 @@ def test_similar_items(stack, catalog):
 def test_top_k_search_equals_milvus_client_search(stack, catalog):
     from recsys.candidates import schema
     from recsys.candidates.milvus import MilvusTarget, connect
-    from recsys.candidates.top_k import search_top_k
+    from recsys.candidates.top_k import search_top_k, search_top_k_many
     from recsys.candidates.versions import VersionStore
 
     milvus = connect(MilvusTarget(stack["env"]["RECSYS_MILVUS_URI"]))  # joins the service's Lite via its socket
     try:
         collection = VersionStore(milvus.client, "items").active().collection
-        seed = str(catalog["catalog"].item_ids[3])
+        seeds = [str(i) for i in catalog["catalog"].item_ids[3:6]]
+        vectors = [np.asarray(row[schema.VECTOR_FIELD], dtype=np.float32) for row in sorted(
+            milvus.client.get(collection, ids=seeds, output_fields=[schema.VECTOR_FIELD]),
+            key=lambda row: seeds.index(row["item_id"]))]
+        params = schema.search_params({}, 20)
+        batched = search_top_k_many(milvus.client, collection, vectors, limit=20, search_params=params)
+        assert batched == [search_top_k(milvus.client, collection, v, limit=20, search_params=params) for v in vectors]
+        seed = seeds[0]
         vector = np.asarray(milvus.client.get(collection, ids=[seed], output_fields=[schema.VECTOR_FIELD])[0][
             schema.VECTOR_FIELD], dtype=np.float32)
         params = schema.search_params({}, 50)
