@@ -50,6 +50,20 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 500) -> int:
+    """The first of `size` consecutive ports that are all free as `free_port` defines it (a quiet range only)."""
+    ranges = quiet_ranges(ephemeral_range())
+    with _lock:
+        for _ in range(attempts if ranges else 0):
+            first, last = ranges[0]
+            start = random.randint(first, last - size + 1)
+            block = range(start, start + size)
+            if all(p not in _given and _bindable(host, p) and _bindable("0.0.0.0", p) for p in block):
+                _given.update(block)
+                return start
+    raise RuntimeError(f"no {size} consecutive free ports on {host}")
+
+
 def free_port(host: str = "127.0.0.1", attempts: int = 500) -> int:
     """A port nothing listens on at host, outside the ephemeral range, not returned before by this process."""
     ranges = quiet_ranges(ephemeral_range())

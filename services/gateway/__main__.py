@@ -27,7 +27,10 @@ def main() -> None:
     experiment = Experiment.from_json(settings.experiments_json)
     popular = load_catalogue(settings.models_dir)
     batch = BatchLists.load(settings.batch_recs_path)
-    backends = Backends(settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app)
+    backends = Backends(
+        settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app,
+        settings.ranking_direct_addr,
+    )
     bootstrap = config.KAFKA_BOOTSTRAP.str()
     publisher = AsyncPublisher(bootstrap, settings.event_buffer, interval_s=settings.event_interval_ms / 1000)
     producer = SyncProducer(bootstrap)

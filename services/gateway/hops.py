@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 
 from recsys.common.clients import channel, retry_service_config
+from recsys.gateway.ranking_route import RankingRoute
 from recsys.v1 import (
     candidates_pb2_grpc,
     features_pb2_grpc,
-    ranking_pb2_grpc,
     recommend_pb2,
 )
 
@@ -51,22 +51,31 @@ def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metada
 
 
 class Backends:
-    """Long-lived channels and stubs to features, candidates and ranking."""
+    """Long-lived channels and stubs to features, candidates and ranking (its proxy, and its replicas' own
+    ports when `ranking_direct_addr` is set: ranking_route.py)."""
 
-    def __init__(self, features_addr: str, candidates_addr: str, ranking_addr: str, ranking_app: str) -> None:
+    def __init__(
+        self, features_addr: str, candidates_addr: str, ranking_addr: str, ranking_app: str,
+        ranking_direct_addr: str = "",
+    ) -> None:
         # Every hop is a read: a call failing UNAVAILABLE (its instance died) is retried once, on another
         # instance when the address lists several, within the hop's deadline.
         retry = retry_service_config()
-        self._channels = [channel(a, service_config=retry) for a in (features_addr, candidates_addr, ranking_addr)]
+        self._channels = [channel(a, service_config=retry) for a in (features_addr, candidates_addr)]
         self.features = features_pb2_grpc.FeatureServiceStub(self._channels[0])
         self.candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels[1])
-        self.ranking = ranking_pb2_grpc.RankingServiceStub(self._channels[2])
+        self.ranking = RankingRoute(ranking_addr, ranking_direct_addr)
         self.ranking_metadata = (("application", ranking_app),)
 
     def warm_up(self, timeout_s: float = 10.0) -> list[str]:
         """Connect every channel before serving (bounded); returns the backends not reachable yet."""
         missing = []
-        for name, ch in zip(("features", "candidates", "ranking"), self._channels, strict=True):
+        channels = [*self._channels, self.ranking.proxy_channel]
+        names = ["features", "candidates", "ranking"]
+        if self.ranking.direct_channel is not None:
+            channels.append(self.ranking.direct_channel)
+            names.append("ranking replicas (direct ingress)")
+        for name, ch in zip(names, channels, strict=True):
             try:
                 grpc.channel_ready_future(ch).result(timeout=timeout_s)
             except grpc.FutureTimeoutError:
@@ -76,3 +85,4 @@ class Backends:
     def close(self) -> None:
         for ch in self._channels:
             ch.close()
+        self.ranking.close()

@@ -35,6 +35,13 @@ EXPERIMENTS = declare(
 BATCH_RECS = declare(
     "RECSYS_BATCH_RECS_PATH", "", "CSV of precomputed top-K per user (batch-recommend); a fallback source", "gateway"
 )
+RANKING_DIRECT_ADDR = declare(
+    "RECSYS_RANKING_DIRECT_ADDR",
+    "",
+    "The ranking replicas' own gRPC ports (Ray Serve direct ingress, RECSYS_RANKING_DIRECT_PORTS): IP:port list or "
+    "dns:/// target; Rank goes there while one is connected, else through RECSYS_RANKING_ADDR (empty = proxy only)",
+    "gateway",
+)
 EVENT_BUFFER = declare("RECSYS_GATEWAY_EVENT_BUFFER", 10000, "Impressions buffered while Kafka is slow", "gateway")
 MAX_FULL_PATH = declare(
     "RECSYS_GATEWAY_MAX_FULL_PATH",
@@ -67,6 +74,7 @@ class GatewaySettings:
     candidates_addr: str
     ranking_addr: str
     ranking_app: str
+    ranking_direct_addr: str
     budget_ms: float
     rerank_reserve_ms: float
     max_k: int
@@ -91,6 +99,7 @@ class GatewaySettings:
             candidates_addr=CANDIDATES_ADDR.str(),
             ranking_addr=RANKING_ADDR.str(),
             ranking_app=RANKING_APP.str(),
+            ranking_direct_addr=RANKING_DIRECT_ADDR.str(),
             budget_ms=BUDGET_MS.float(),
             rerank_reserve_ms=RERANK_RESERVE_MS.float(),
             max_k=MAX_K.int(),

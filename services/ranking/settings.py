@@ -40,6 +40,20 @@ RAY_FAST_PATH = declare(
     "wins; see services/ranking/README.md)",
     SCOPE,
 )
+DIRECT_PORTS = declare(
+    "RECSYS_RANKING_DIRECT_PORTS",
+    "",
+    "Local Ray: FIRST-LAST ports for the replicas' own gRPC ingress (Ray Serve direct ingress, binds [::]): callers "
+    "skip the proxy's hop (RECSYS_RANKING_DIRECT_ADDR); empty = off, the proxy only",
+    SCOPE,
+)
+DIRECT_DRAIN_S = declare(
+    "RECSYS_RANKING_DIRECT_DRAIN_S",
+    2.0,
+    "Least time a stopping replica keeps its direct ingress open (Serve's default, 30 s, is for external load "
+    "balancers; the gateway turns to the proxy on its own)",
+    SCOPE,
+)
 DEFAULT_MODEL = declare("RECSYS_RANKING_DEFAULT_MODEL", "dcn", "Ranker used when a request names none", SCOPE)
 MODEL_VERSIONS = declare(
     "RECSYS_RANKING_MODEL_VERSIONS",
@@ -164,6 +178,21 @@ class RankingSettings:
     @classmethod
     def from_dict(cls, data: dict) -> RankingSettings:
         return cls(**data)
+
+
+def parse_port_range(text: str, name: str = DIRECT_PORTS.name) -> tuple[int, int] | None:
+    """A port range: "50154-50157" -> (50154, 50157), "50154" -> (50154, 50154), "" -> None; else ConfigError."""
+    text = text.strip()
+    if not text:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: expected FIRST-LAST ports, e.g. 50154-50157") from None
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(f"{name}={text!r}: expected 1024 <= FIRST <= LAST <= 65535")
+    return low, high
 
 
 def parse_versions(text: str) -> dict[str, str]:

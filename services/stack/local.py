@@ -14,8 +14,9 @@ import grpc
 from recsys.common import config
 from recsys.common.clients import channel
 from recsys.common.healthcheck import check
-from recsys.common.ports import free_port
-from recsys.gateway.settings import MAX_FULL_PATH
+from recsys.common.ports import free_port, free_port_block
+from recsys.gateway.settings import MAX_FULL_PATH, RANKING_DIRECT_ADDR
+from recsys.ranking.settings import DIRECT_PORTS
 from recsys.stack.supervisor import ServiceSpec, Supervisor
 from recsys.v1 import (
     candidates_pb2,
@@ -27,6 +28,9 @@ from recsys.v1 import (
 )
 
 SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
+# Ports per ranking instance for its replicas' own gRPC ingress (Ray Serve direct ingress): up to this many
+# replicas per instance are reached without the Serve proxy's hop; more go through the proxy.
+DIRECT_PORTS_PER_INSTANCE = 4
 # Background workers without a gRPC port: the Kafka -> Feast streaming updater.
 WORKERS = {"features-consumer": ["features", "consume"]}
 
@@ -40,19 +44,27 @@ class StackConfig:
     kafka_bootstrap: str
     ports: dict[str, int]
     extra_env: dict[str, str] | None = None
+    #: first port of each ranking instance's direct-ingress block (DIRECT_PORTS_PER_INSTANCE ports)
+    direct_ports: dict[str, int] | None = None
 
     @classmethod
     def default(
         cls, var_dir: Path, kafka_bootstrap: str, fixed_ports: bool = True, ranking_instances: int | None = None
     ) -> StackConfig:
-        """Fixed ports 50051-50055 (further ranking instances on 50064, 50074, ...) or free ones;
-        ranking_instances defaults to RECSYS_RANKING_INSTANCES."""
+        """Fixed ports 50051-50055 (further ranking instances on 50064, 50074, ...; each instance's replicas on
+        its port + 100 to + 103) or free ones; ranking_instances defaults to RECSYS_RANKING_INSTANCES."""
         base = {"gateway": 50051, "features": 50052, "candidates": 50053, "ranking": 50054, "monitoring": 50055}
         count = config.RANKING_INSTANCES.int() if ranking_instances is None else ranking_instances
         for n in range(2, max(1, count) + 1):
             base[instance_name("ranking", n)] = 50054 + 10 * (n - 1)
         ports = base if fixed_ports else {name: free_port() for name in base}
-        return cls(var_dir, var_dir / "models", kafka_bootstrap, ports)
+        rankers = [name for name in base if name.startswith("ranking")]
+        direct = (
+            {name: base[name] + 100 for name in rankers}
+            if fixed_ports
+            else {name: free_port_block(DIRECT_PORTS_PER_INSTANCE) for name in rankers}
+        )
+        return cls(var_dir, var_dir / "models", kafka_bootstrap, ports, direct_ports=direct)
 
     def address(self, name: str) -> str:
         """The address of one process (a service, or one instance such as "ranking-2")."""
@@ -61,6 +73,18 @@ class StackConfig:
     def instances(self, service: str) -> list[str]:
         """The process names of a service: "ranking", then "ranking-2", ... when configured."""
         return [name for name in self.ports if name == service or name.startswith(f"{service}-")]
+
+    def direct_ports_of(self, name: str) -> str:
+        """A ranking instance's RECSYS_RANKING_DIRECT_PORTS ("" when it has none)."""
+        first = (self.direct_ports or {}).get(name)
+        return f"{first}-{first + DIRECT_PORTS_PER_INSTANCE - 1}" if first else ""
+
+    def ranking_direct_address(self) -> str:
+        """Every ranking replica port of the stack, as the gateway's RECSYS_RANKING_DIRECT_ADDR."""
+        firsts = [(self.direct_ports or {}).get(name) for name in self.instances("ranking")]
+        return ",".join(
+            f"127.0.0.1:{first + n}" for first in firsts if first for n in range(DIRECT_PORTS_PER_INSTANCE)
+        )
 
     def service_address(self, service: str) -> str:
         """What callers dial: the one address, or the comma-separated list of the service's instances."""
@@ -76,6 +100,8 @@ class StackConfig:
             "RECSYS_FEATURES_ADDR": self.address("features"),
             "RECSYS_CANDIDATES_ADDR": self.address("candidates"),
             "RECSYS_RANKING_ADDR": self.service_address("ranking"),
+            RANKING_DIRECT_ADDR.name: self.ranking_direct_address(),
+            DIRECT_PORTS.name: self.direct_ports_of("ranking"),
             "RECSYS_MONITORING_ADDR": self.address("monitoring"),
             "RAY_USAGE_STATS_ENABLED": "0",
         }
@@ -105,6 +131,7 @@ def _instance_env(cfg: StackConfig, service: str, name: str) -> dict[str, str]:
         return {}
     env = {f"RECSYS_{service.upper()}_PORT": str(cfg.ports[name])}
     if service == "ranking":
+        env[DIRECT_PORTS.name] = cfg.direct_ports_of(name)
         env["RECSYS_RAY_TEMP_DIR"] = str(cfg.var_dir / f"ray-{name.rsplit('-', 1)[1]}")
     return env
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from recsys.common.ports import free_port
+from recsys.common.ports import free_port, free_port_block
 from recsys.stack.broker import LocalBroker
 from recsys.stack.demo import DemoOptions, prepare
-from recsys.stack.local import StackConfig, start_stack
+from recsys.stack.local import DIRECT_PORTS_PER_INSTANCE, StackConfig, start_stack
 from recsys.stack.supervisor import Supervisor
 
 
@@ -38,7 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     broker = LocalBroker(var / "kafka")
     cfg = StackConfig(var, var / "models", broker.bootstrap,
                       {name: free_port() for name in ("gateway", "features", "candidates", "ranking", "monitoring")},
-                      extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0"})
+                      extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0"},
+                      direct_ports={"ranking": free_port_block(DIRECT_PORTS_PER_INSTANCE)})
     stack = Stack(cfg, Supervisor(var / "logs"), pd.DataFrame(), broker)
     stack.kafka("start")
     try:

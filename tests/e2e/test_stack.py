@@ -139,3 +139,22 @@ def test_kafka_down_leaves_recommendations_unaffected(stack):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # not accepted, so nothing accepted is lost
     finally:
         stack.kafka("start")
+
+
+def test_rank_calls_reach_the_ranking_replica_without_the_proxy(stack):
+    """The replica serves the RankingService on its own port (direct ingress) and the gateway uses it."""
+    from recsys.common.clients import channel
+    from recsys.v1 import ranking_pb2, ranking_pb2_grpc
+
+    answered = []
+    for address in stack.cfg.ranking_direct_address().split(","):
+        with channel(address) as ch:
+            try:
+                reply = ranking_pb2_grpc.RankingServiceStub(ch).ListModels(ranking_pb2.ListModelsRequest(), timeout=2)
+            except grpc.RpcError:
+                continue
+        answered.append((address, sorted(m.name for m in reply.models)))
+    assert len(answered) == 1 and answered[0][1] == ["dcn", "lightgbm"], answered
+    with RecsysClient(stack.gateway, timeout_s=2.0) as client:
+        assert client.recommend(_light_users(stack, 1)[0], 5).model
+    assert "direct ingress connected" in stack.supervisor.tail("gateway", 5000)

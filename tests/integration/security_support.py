@@ -77,7 +77,10 @@ def running_gateway(kafka_bootstrap: str | None = None, **overrides) -> Iterator
     the environment as in production), stopped at the end. Without `kafka_bootstrap` Kafka is a closed port."""
     settings = gateway_settings(**overrides)
     bootstrap = kafka_bootstrap or f"127.0.0.1:{closed_port()}"
-    backends = Backends(settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app)
+    backends = Backends(
+        settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app,
+        settings.ranking_direct_addr,
+    )
     publisher = AsyncPublisher(bootstrap, 1000)
     producer = SyncProducer(bootstrap)
     recommender = Recommender(settings, backends, Experiment.from_json(""), popular_items(), BatchLists({}))

@@ -75,7 +75,8 @@ def test_budget_hops_never_exceed_what_is_left():
 
 def _settings(**overrides) -> GatewaySettings:
     values = dict(
-        port=0, features_addr="", candidates_addr="", ranking_addr="", ranking_app="ranking", budget_ms=100,
+        port=0, features_addr="", candidates_addr="", ranking_addr="", ranking_app="ranking", ranking_direct_addr="",
+        budget_ms=100,
         rerank_reserve_ms=5, max_k=100, retrieval_k=300, max_context=4, max_filter_ids=10, genre_cap=0.5,
         experiments_json="", models_dir="", batch_recs_path="", event_buffer=10, event_interval_ms=0.0, max_full_path=0,
         admission_wait_ms=20.0,

@@ -93,3 +93,49 @@ def test_rayservice_pods_get_the_same_fast_path_env():
     tpl = (Path(__file__).parents[2] / "helm/recsys/charts/ranking/templates/_rayservice.tpl").read_text()
     rendered = dict(re.findall(r'- name: (\w+)\n\s+value: "([^"]*)"', tpl))
     assert {k: rendered.get(k) for k in FAST_PATH_ENV} == FAST_PATH_ENV
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("", None), ("50154-50157", (50154, 50157)), (" 50154 ", (50154, 50154))]
+)
+def test_direct_port_ranges_parse(text, expected):
+    from recsys.ranking.settings import parse_port_range
+
+    assert parse_port_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "50157-50154", "80-90", "1-2-3"])
+def test_bad_direct_port_ranges_name_the_variable(text):
+    from recsys.ranking.settings import parse_port_range
+
+    with pytest.raises(ConfigError, match="RECSYS_RANKING_DIRECT_PORTS"):
+        parse_port_range(text)
+
+
+def test_direct_ingress_env_opens_the_named_ports_with_a_short_drain():
+    from recsys.ranking.runtime import apply_fast_path_env, direct_ingress_env
+
+    env = direct_ingress_env((50154, 50157), 2.0)
+    assert env == {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "50154",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "50157",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2.0",
+    }
+    apply_fast_path_env(env)  # the fast path's "off" does not override it
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+
+
+def test_the_local_stack_gives_each_ranking_instance_its_replica_ports_and_the_gateway_all_of_them(tmp_path):
+    from recsys.stack.local import DIRECT_PORTS_PER_INSTANCE, StackConfig, _instance_env
+
+    cfg = StackConfig.default(tmp_path, "127.0.0.1:9092", fixed_ports=True, ranking_instances=2)
+    env = cfg.env()
+    assert env["RECSYS_RANKING_DIRECT_PORTS"] == "50154-50157"
+    assert _instance_env(cfg, "ranking", "ranking-2")["RECSYS_RANKING_DIRECT_PORTS"] == "50164-50167"
+    assert env["RECSYS_RANKING_DIRECT_ADDR"].split(",") == [
+        f"127.0.0.1:{p}" for p in [*range(50154, 50158), *range(50164, 50168)]
+    ]
+    free = StackConfig.default(tmp_path, "127.0.0.1:9092", fixed_ports=False, ranking_instances=1)
+    first, last = (int(p) for p in free.env()["RECSYS_RANKING_DIRECT_PORTS"].split("-"))
+    assert last - first + 1 == DIRECT_PORTS_PER_INSTANCE and first not in free.ports.values()
