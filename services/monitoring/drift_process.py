@@ -5,6 +5,10 @@ history) and raises the alerts (stored, logged, POSTed); a lower-priority thread
 window's Evidently HTML report. It exits by itself when its parent disappears. The parent
 wakes it when a window closes, restarts it if it dies, and keeps the Prometheus drift gauges and alert
 counters of its own /metrics endpoint current by watching the store.
+
+The parent wakes and stops the child with bytes on a pipe it never blocks on, not a multiprocessing.Event:
+a child killed while waiting on an Event leaves the Event's condition counting a sleeper that never wakes,
+and the parent's next `set()` then blocks forever (measured: the ingest thread's notify hung).
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
+from multiprocessing.connection import Connection
 
 from recsys.common import config
 from recsys.common.logs import configure_logging
@@ -62,7 +68,15 @@ def build_worker(
     )
 
 
-def _child(settings: MonitoringSettings, wake, stop, parent_pid: int) -> None:
+_WAKE, _STOP = b"w", b"s"
+
+
+def _child(settings: MonitoringSettings, signals: Connection, parent_pid: int) -> None:
+    # A stop signal sent to the whole process group (a supervisor, Ctrl-C) is the parent's to act on: it sends
+    # _STOP, so a report in progress is finished and the parent's watcher does not take this exit for a
+    # crash. Without a parent the loop below ends by itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging("monitoring-drift", config.LOG_LEVEL.str())
     logging.getLogger("kafka").setLevel(logging.WARNING)
     store = MonitoringStore(settings.db_path)
@@ -73,14 +87,16 @@ def _child(settings: MonitoringSettings, wake, stop, parent_pid: int) -> None:
     html.start()
     html_due.set()  # windows reported before a restart whose HTML was not drawn yet
     try:
-        while not stop.is_set() and os.getppid() == parent_pid:
-            wake.clear()
+        stopping = False
+        while not stopping and os.getppid() == parent_pid:
             try:
                 if worker.process_closed():
                     html_due.set()
             except Exception:
                 log.exception("drift report failed; retrying")
-            wake.wait(1.0)
+            if signals.poll(1.0):
+                received = os.read(signals.fileno(), 4096)
+                stopping = not received or _STOP in received  # b"": the parent closed its end
     finally:
         finished.set()
         html_due.set()
@@ -112,8 +128,7 @@ class DriftProcess:
         self.store = store
         self.watch_interval_s = watch_interval_s
         self._ctx = multiprocessing.get_context("spawn")
-        self._wake = self._ctx.Event()
-        self._stop = self._ctx.Event()
+        self._signals: Connection | None = None  # the parent's end of the current child's pipe
         self._stopping = threading.Event()
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._watcher = threading.Thread(target=self._watch, name="drift-watch", daemon=True)
@@ -127,29 +142,47 @@ class DriftProcess:
         return self
 
     def _spawn(self) -> None:
+        """Start a child with a fresh pipe (a dead child's pipe is dropped with it)."""
+        receiver, sender = self._ctx.Pipe(duplex=False)
+        os.set_blocking(sender.fileno(), False)
+        previous, self._signals = self._signals, sender
+        if previous is not None:
+            previous.close()
         self._proc = self._ctx.Process(
             target=_child,
-            args=(self.settings, self._wake, self._stop, os.getpid()),
+            args=(self.settings, receiver, os.getpid()),
             name="recsys-monitoring-drift",
             daemon=True,
         )
         self._proc.start()
-        self._wake.set()  # windows closed before a restart
+        receiver.close()
+        self._send(_WAKE)  # windows closed before a restart
+
+    def _send(self, signal_byte: bytes) -> None:
+        """One byte to the child; never blocks (a full pipe already holds a wake-up; a dead child is restarted)."""
+        sender = self._signals
+        if sender is None:
+            return
+        try:
+            os.write(sender.fileno(), signal_byte)
+        except (OSError, ValueError):  # full, or closed by a restart or the child's exit
+            pass
 
     def notify(self, _windows: list[int] | None = None) -> None:
         """Windows closed: wake the worker."""
-        self._wake.set()
+        self._send(_WAKE)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._stopping.set()
-        self._stop.set()
-        self._wake.set()
+        self._send(_STOP)
         if self._proc is not None:
             self._proc.join(timeout_s)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(5)
         self._watcher.join(timeout_s)
+        if self._signals is not None:
+            self._signals.close()
         self._sync()
 
     def _watch(self) -> None:
