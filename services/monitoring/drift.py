@@ -173,6 +173,12 @@ class DriftDetector:
             cur = cur.assign(**{SCORE: current[SCORE].to_numpy(dtype=np.float64)})
         return ref, cur.reset_index(drop=True), features
 
+    def warm_up(self, rows: int = 500) -> None:
+        """Run the verdict once on a slice of the reference: Evidently's import and its first tests cost ~5 s
+        of CPU, which belongs at start-up, not in the first window's report under load."""
+        sample = self.reference.frame.head(rows)
+        self.run(sample, sample[SCORE].to_numpy() if SCORE in sample.columns else None)
+
     def run(self, current: pd.DataFrame, score_reference: np.ndarray | None = None) -> tuple[DriftResult, pd.DataFrame]:
         """Per-column drift of `current` (features + `score`) against the reference; returns the verdict and
         the compared window (what `render_html` draws later)."""

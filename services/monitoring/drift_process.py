@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 
 from recsys.common import config
@@ -82,6 +83,12 @@ def _child(settings: MonitoringSettings, signals: Connection, parent_pid: int) -
     store = MonitoringStore(settings.db_path)
     alerts = AlertSink(store, settings.webhook_url, settings.webhook_timeout_s)
     worker = build_worker(settings, store, alerts, publish=False)
+    started = time.process_time()
+    if worker.detector is not None:
+        worker.detector.warm_up()
+    else:  # no reference yet: at least the import
+        from evidently.legacy.calculations.stattests import get_stattest  # noqa: F401
+    log.info("drift worker warmed up", extra={"cpu_s": round(time.process_time() - started, 2)})
     html_due, finished = threading.Event(), threading.Event()
     html = threading.Thread(target=_draw_html, args=(worker, html_due, finished), name="drift-html", daemon=True)
     html.start()

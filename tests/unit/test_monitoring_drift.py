@@ -101,3 +101,17 @@ def test_html_reports_are_drawn_after_the_verdicts(tmp_path):
     assert sorted(p.name for p in reports.iterdir()) == ["drift-000001.html", "drift-000002.html"]
     assert worker.render_pending() == []
     store.close()
+
+
+@pytest.mark.parametrize("with_score", [True, False])
+def test_warm_up_runs_the_verdict_on_the_reference_itself(with_score, monkeypatch):
+    import recsys.monitoring.drift as drift
+
+    reference = rows(np.random.default_rng(5), 3000)
+    if not with_score:
+        reference = reference.drop(columns=[SCORE])
+    tested = []
+    real = drift.column_drift
+    monkeypatch.setattr(drift, "column_drift", lambda name, ref, cur: tested.append(name) or real(name, ref, cur))
+    DriftDetector(Reference.from_frame(reference)).warm_up(rows=200)
+    assert tested == FEATURES + ([SCORE] if with_score else [])  # every column's test ran once
