@@ -173,11 +173,18 @@ class DriftDetector:
             cur = cur.assign(**{SCORE: current[SCORE].to_numpy(dtype=np.float64)})
         return ref, cur.reset_index(drop=True), features
 
-    def warm_up(self, rows: int = 500) -> None:
-        """Run the verdict once on a slice of the reference: Evidently's import and its first tests cost ~5 s
-        of CPU, which belongs at start-up, not in the first window's report under load."""
+    def warm_up(self, rows: int = 500, html_dir: Path | None = None) -> None:
+        """Run the verdict once on a slice of the reference (and draw its HTML report into `html_dir`, then
+        delete it): Evidently's imports and first runs cost ~3-5 s of CPU each, which belongs at start-up, not
+        in the first window's report under load."""
         sample = self.reference.frame.head(rows)
-        self.run(sample, sample[SCORE].to_numpy() if SCORE in sample.columns else None)
+        scores = sample[SCORE].to_numpy() if SCORE in sample.columns else None
+        if html_dir is None:
+            self.run(sample, scores)
+            return
+        path = html_dir / "warm-up.html"
+        self.render_html(self.frames(sample, scores)[1], path, scores)
+        path.unlink(missing_ok=True)
 
     def run(self, current: pd.DataFrame, score_reference: np.ndarray | None = None) -> tuple[DriftResult, pd.DataFrame]:
         """Per-column drift of `current` (features + `score`) against the reference; returns the verdict and

@@ -17,9 +17,11 @@ import logging
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from recsys.common import config
 from recsys.common.logs import configure_logging
@@ -118,6 +120,12 @@ def _draw_html(worker: DriftWorker, due: threading.Event, finished: threading.Ev
         os.nice(HTML_NICENESS)
     except OSError:
         log.warning("could not lower the HTML thread's priority")
+    if worker.detector is not None and worker.reports_dir is not None:
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                worker.detector.warm_up(html_dir=Path(scratch))
+        except Exception:
+            log.exception("drawing the warm-up HTML report failed")
     while not finished.is_set():
         due.wait()
         due.clear()

@@ -115,3 +115,14 @@ def test_warm_up_runs_the_verdict_on_the_reference_itself(with_score, monkeypatc
     monkeypatch.setattr(drift, "column_drift", lambda name, ref, cur: tested.append(name) or real(name, ref, cur))
     DriftDetector(Reference.from_frame(reference)).warm_up(rows=200)
     assert tested == FEATURES + ([SCORE] if with_score else [])  # every column's test ran once
+
+
+def test_html_warm_up_draws_a_report_and_leaves_nothing_behind(tmp_path):
+    drawn = []
+    detector = DriftDetector(Reference.from_frame(rows(np.random.default_rng(6), 2000)))
+    real = detector.render_html
+    detector.render_html = lambda window, path, scores=None: drawn.append(path.stat().st_size if real(
+        window, path, scores) is None and path.exists() else 0)
+    detector.warm_up(rows=100, html_dir=tmp_path)
+    assert drawn and drawn[0] > 10_000  # a real Evidently page was written
+    assert list(tmp_path.iterdir()) == []
