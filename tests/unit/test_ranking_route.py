@@ -57,54 +57,53 @@ def _rank(route: RankingRoute, timeout: float = 2.0) -> str:
     return route.Rank(ranking_pb2.RankRequest(item_ids=["a"]), timeout=timeout, metadata=()).model
 
 
-def test_rank_goes_to_the_replica_once_connected(servers):
-    proxy, replica, proxy_port, replica_port, _ = servers
-    route = RankingRoute(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{replica_port}")
-    try:
-        _until(lambda: route.direct_ready)
-        assert _rank(route) == "replica" and proxy.calls == 0
-    finally:
-        route.close()
+@pytest.fixture
+def route(servers):
+    """route(direct_port or None): a RankingRoute to the proxy server and, when given, that direct port."""
+    made = []
+
+    def make(direct_port: int | None) -> RankingRoute:
+        proxy_port = servers[2]
+        made.append(RankingRoute(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{direct_port}" if direct_port else ""))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
 
 
-def test_without_a_direct_address_rank_goes_through_the_proxy(servers):
-    proxy, replica, proxy_port, _, _ = servers
-    route = RankingRoute(f"127.0.0.1:{proxy_port}", "")
-    try:
-        assert _rank(route) == "proxy" and replica.calls == 0 and not route.direct_ready
-    finally:
-        route.close()
+def test_rank_goes_to_the_replica_once_connected(servers, route):
+    proxy, _, _, replica_port, _ = servers
+    r = route(replica_port)
+    _until(lambda: r.direct_ready)
+    assert _rank(r) == "replica" and proxy.calls == 0
 
 
-def test_a_replica_port_nothing_listens_on_leaves_the_proxy_route(servers):
-    proxy, _, proxy_port, _, _ = servers
-    route = RankingRoute(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{free_port()}")
-    try:
-        time.sleep(0.3)  # the connection attempt fails
-        assert not route.direct_ready and _rank(route) == "proxy"
-    finally:
-        route.close()
+def test_without_a_direct_address_rank_goes_through_the_proxy(servers, route):
+    _, replica, _, _, _ = servers
+    r = route(None)
+    assert _rank(r) == "proxy" and replica.calls == 0 and not r.direct_ready
 
 
-def test_a_replica_answering_unavailable_is_covered_by_the_proxy(servers):
-    proxy, replica, proxy_port, replica_port, _ = servers
-    route = RankingRoute(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{replica_port}")
-    try:
-        _until(lambda: route.direct_ready)
-        replica.unavailable = True
-        assert _rank(route) == "proxy" and replica.calls == 1 and proxy.calls == 1
-    finally:
-        route.close()
+def test_a_replica_port_nothing_listens_on_leaves_the_proxy_route(route):
+    r = route(free_port())
+    time.sleep(0.3)  # the connection attempt fails
+    assert not r.direct_ready and _rank(r) == "proxy"
 
 
-def test_a_stopped_replica_sends_rank_to_the_proxy(servers):
-    _, _, proxy_port, replica_port, started = servers
-    route = RankingRoute(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{replica_port}")
-    try:
-        _until(lambda: route.direct_ready)
-        started["replica"].stop(None)
-        assert _rank(route) == "proxy"  # the call in the gap, or the state change, takes the proxy
-        _until(lambda: not route.direct_ready)
-        assert _rank(route) == "proxy"
-    finally:
-        route.close()
+def test_a_replica_answering_unavailable_is_covered_by_the_proxy(servers, route):
+    proxy, replica, _, replica_port, _ = servers
+    r = route(replica_port)
+    _until(lambda: r.direct_ready)
+    replica.unavailable = True
+    assert _rank(r) == "proxy" and replica.calls == 1 and proxy.calls == 1
+
+
+def test_a_stopped_replica_sends_rank_to_the_proxy(servers, route):
+    _, _, _, replica_port, started = servers
+    r = route(replica_port)
+    _until(lambda: r.direct_ready)
+    started["replica"].stop(None)
+    assert _rank(r) == "proxy"  # the call in the gap, or the state change, takes the proxy
+    _until(lambda: not r.direct_ready)
+    assert _rank(r) == "proxy"
