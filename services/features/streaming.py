@@ -31,6 +31,7 @@ from feast.protos.feast.types.Value_pb2 import Int64List, StringList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from recsys.features import counters, definitions, offline
+from recsys.features.sqlite_store import BatchedSqliteOnlineStore
 from recsys.features.vectors import entity_key_proto
 from recsys.v1 import events_pb2
 
@@ -86,9 +87,12 @@ class StreamViews:
         """Per id: (row timestamp or None, {feature: python value or None})."""
         if not ids:
             return []
-        join_key = view.join_keys[0]
-        rows = self.online.online_read(self.config, view, [entity_key_proto(join_key, i) for i in ids],
-                                       list(features))
+        if isinstance(self.online, BatchedSqliteOnlineStore):  # ids encoded straight to keys, no protos
+            rows = self.online.online_read_ids(self.config, view, ids, list(features))
+        else:
+            join_key = view.join_keys[0]
+            rows = self.online.online_read(self.config, view, [entity_key_proto(join_key, i) for i in ids],
+                                           list(features))
         out = []
         for ts, values in rows:
             decoded = {f: python_value((values or {}).get(f)) for f in features}
