@@ -36,8 +36,8 @@ RAY_FAST_PATH = declare(
     "RECSYS_RAY_FAST_PATH",
     True,
     "Local Ray: Serve's low-latency settings in the env of the Ray processes (proxy->replica over gRPC, router "
-    "and user code on the main loop, buffered request-path logs, passive OpenMP waits; a variable already set "
-    "wins; see services/ranking/README.md)",
+    "and user code on the main loop, buffered request-path logs, a 0.5 s controller loop and 1 s metrics export, "
+    "passive OpenMP waits; a variable already set wins; see services/ranking/README.md)",
     SCOPE,
 )
 DIRECT_PORTS = declare(

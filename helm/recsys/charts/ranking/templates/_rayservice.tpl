@@ -68,6 +68,10 @@ env:
     value: "1"
   - name: RAY_SERVE_ENABLE_DIRECT_INGRESS
     value: "0"
+  - name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+    value: "0.5"
+  - name: RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
+    value: "1000"
   - name: OMP_WAIT_POLICY
     value: "PASSIVE"
   {{- with include "recsys.credentialEnv.for" (dict "root" $root "uses" ($root.Values.uses | default list)) | trim }}
