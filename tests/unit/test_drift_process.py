@@ -52,3 +52,19 @@ def test_a_killed_worker_is_restarted_and_wake_ups_never_block(drift):
         time.sleep(0.05)
     assert drift._proc is not child and drift._proc.is_alive()
     drift.notify()
+
+
+def test_the_html_thread_alone_drops_to_idle_priority():
+    from recsys.monitoring.drift_process import _lowest_priority
+
+    seen = {}
+
+    def html_thread():
+        seen["got"] = _lowest_priority()
+        seen["policy"] = os.sched_getscheduler(0)
+
+    thread = threading.Thread(target=html_thread)
+    thread.start()
+    thread.join(5)
+    assert seen["got"] == "idle" and seen["policy"] == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the rest of the process keeps its priority
