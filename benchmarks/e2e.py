@@ -7,7 +7,7 @@ gateway) with a private Kafka broker, then runs closed-loop load at each concurr
 service's process tree spent per request, which shows where 2 cores go) and, last, one JSON object
 with `p50_ms`, `p95_ms`, `p99_ms` (concurrency 1), `rps` (the best sustained), `full_rps` (the best
 sustained rate of answers that were not degraded: fully ranked), `error_rate`, `degraded_rate` (over all
-levels) and the per-level detail. The local stack caps the gateway's full path at cores + 1 requests
+levels) and the per-level detail. The local stack caps the gateway's full path at cores + 2 requests
 (RECSYS_GATEWAY_MAX_FULL_PATH); set it to 0 in the environment to measure without the cap.
 
 With --catalogue-items above --items (e.g. 1000000), the stack serves a larger catalogue: the models are trained

@@ -114,10 +114,11 @@ class StackConfig:
 
 
 def local_full_path_limit(cpus: int | None = None) -> int:
-    """Full-path requests at once when every service shares this machine's cores: one per core plus one
-    (measured on 2 cores at concurrency 8: 3 gives ~70 fully ranked answers/s at p99 91 ms, against 6/s and
-    p99 112 ms without a cap; 2 gives 59/s, 4 gives 74/s at p99 97 ms, too near the 100 ms budget)."""
-    return (cpus or os.cpu_count() or 1) + 1
+    """Full-path requests at once when every service shares this machine's cores: one per core plus two.
+    Measured on 2 cores at concurrency 8 (November 2026, Rank straight to the replica): 4 gives 107-114 fully
+    ranked answers/s at p99 80-87 ms, 3 gives 99-100/s at p99 72 ms. Before that change, when a request cost
+    ~20 ms of CPU instead of ~16, 3 gave ~70/s and 4 only 71/s at p99 105 ms."""
+    return (cpus or os.cpu_count() or 1) + 2
 
 
 def instance_name(service: str, n: int) -> str:
