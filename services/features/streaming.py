@@ -32,7 +32,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from recsys.features import counters, definitions, offline
 from recsys.features.sqlite_store import BatchedSqliteOnlineStore
-from recsys.features.vectors import entity_key_proto
+from recsys.features.vectors import KeyEncoder, entity_key_proto
 from recsys.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,18 @@ class StreamViews:
         self.online = fs._get_provider().online_store
         self.user = fs.get_stream_feature_view(definitions.USER_STREAM, allow_registry_cache=True)
         self.item = fs.get_stream_feature_view(definitions.ITEM_STREAM, allow_registry_cache=True)
+        self._keys: dict[str, KeyEncoder] = {}  # per view name
 
     def read(self, view, ids: Sequence[str], features: Sequence[str]) -> list[tuple[datetime | None, dict]]:
         """Per id: (row timestamp or None, {feature: python value or None})."""
         if not ids:
             return []
         if isinstance(self.online, BatchedSqliteOnlineStore):  # ids encoded straight to keys, no protos
-            rows = self.online.online_read_ids(self.config, view, ids, list(features))
+            encode = self._keys.get(view.name)
+            if encode is None:
+                version = self.config.entity_key_serialization_version
+                encode = self._keys[view.name] = KeyEncoder(view.join_keys[0], version)
+            rows = self.online.online_read_keys(self.config, view, encode(ids), list(features))
         else:
             join_key = view.join_keys[0]
             rows = self.online.online_read(self.config, view, [entity_key_proto(join_key, i) for i in ids],

@@ -41,8 +41,9 @@ def entity_key_proto(join_key: str, entity_id: str) -> EntityKeyProto:
     return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=entity_id)])
 
 
-class _KeyEncoder:
-    """Feast's serialized entity key (+ `suffix`) for a single string join key.
+class KeyEncoder:
+    """Feast's serialized entity key (+ `suffix`) for a single string join key (the packed-vector readers here,
+    and the stream views' reads in `streaming.StreamViews`).
 
     `serialize_entity_key` builds a proto and packs it field by field (~4 us per key); for one string key its
     output is a fixed prefix followed by the value's type, length and UTF-8 bytes. The encoder derives that
@@ -81,7 +82,7 @@ class _SqliteBlobs:
         versioning = config.registry.enable_online_feature_view_versioning
         self.table = compute_table_id(config.project, view, versioning)
         self.feature = feature
-        self.keys = _KeyEncoder(view.join_keys[0], config.entity_key_serialization_version)
+        self.keys = KeyEncoder(view.join_keys[0], config.entity_key_serialization_version)
         self._local = threading.local()
         self._sql: dict[int, str] = {}
 
@@ -117,7 +118,7 @@ class _RedisBlobs:
         self.client = online._get_client(config.online_store)
         versioning = config.registry.enable_online_feature_view_versioning
         self.field = _mmh3(f"{compute_versioned_name(view, versioning)}:{feature}")
-        self.keys = _KeyEncoder(view.join_keys[0], config.entity_key_serialization_version, config.project.encode())
+        self.keys = KeyEncoder(view.join_keys[0], config.entity_key_serialization_version, config.project.encode())
         self.script = self.client.register_script(_HGET_SCRIPT)
         self.clustered = config.online_store.redis_type != "redis"
 

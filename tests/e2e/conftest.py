@@ -4,15 +4,14 @@ features, a Milvus Lite index, and every service as its own supervised process o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import pytest
 
-from recsys.common.ports import free_port, free_port_block
 from recsys.stack.broker import LocalBroker
 from recsys.stack.demo import DemoOptions, prepare
-from recsys.stack.local import DIRECT_PORTS_PER_INSTANCE, StackConfig, start_stack
+from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.supervisor import Supervisor
 
 
@@ -36,10 +35,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("e2e")
     broker = LocalBroker(var / "kafka")
-    cfg = StackConfig(var, var / "models", broker.bootstrap,
-                      {name: free_port() for name in ("gateway", "features", "candidates", "ranking", "monitoring")},
-                      extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0"},
-                      direct_ports={"ranking": free_port_block(DIRECT_PORTS_PER_INSTANCE)})
+    cfg = replace(StackConfig.default(var, broker.bootstrap, fixed_ports=False, ranking_instances=1),
+                  extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0"})
     stack = Stack(cfg, Supervisor(var / "logs"), pd.DataFrame(), broker)
     stack.kafka("start")
     try:

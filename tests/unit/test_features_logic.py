@@ -73,10 +73,10 @@ def test_vector_decoding_fast_path_and_fallback(width):
 def test_entity_key_fast_path_matches_feast():
     from feast.infra.key_encoding_utils import serialize_entity_key
 
-    from recsys.features.vectors import _KeyEncoder, entity_key_proto
+    from recsys.features.vectors import KeyEncoder, entity_key_proto
 
     for suffix in (b"", b"project"):
-        encoder = _KeyEncoder("item_id", 3, suffix)
+        encoder = KeyEncoder("item_id", 3, suffix)
         assert encoder._fast is not None
         ids = ["i00001", "", "é-ü", "x" * 1000]
         assert encoder(ids) == [serialize_entity_key(entity_key_proto("item_id", i), 3) + suffix for i in ids]
