@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint protos infra-up infra-down infra-status clean-var
+.PHONY: setup demo test lint protos infra-up infra-down infra-status clean-var images test-k8s k8s-up k8s-down
 
 ## setup: virtualenv with the pinned stack, generated code checked, Kafka and Redis installed
 setup: $(STAMP) var/kafka/lib/.installed
@@ -30,6 +30,23 @@ demo: setup
 test: setup lint
 	$(BIN)/recsys protos --check
 	$(BIN)/python -m pytest -q -ra tests
+
+## images: build every docker/Dockerfile target with the project's own Docker engine (deploy/images/build.sh)
+images:
+	bash deploy/images/build.sh
+
+## test-k8s: the images run as the chart runs them, and the chart on a real API server (tests/k8s; slow:
+## the first run builds Kubernetes, kwok and the gRPC tools from the Go module proxy and caches them)
+test-k8s: setup
+	bash deploy/k8s-local/build.sh
+	bash deploy/images/build.sh
+	RECSYS_K8S_TESTS=1 $(BIN)/python -m pytest -q -ra -p no:cacheprovider tests/k8s
+
+k8s-up: setup
+	bash deploy/k8s-local/cluster.sh up
+
+k8s-down:
+	bash deploy/k8s-local/cluster.sh down
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests benchmarks

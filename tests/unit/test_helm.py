@@ -2,12 +2,16 @@
 
 Every chart (the umbrella and each service subchart) is linted with `helm lint --strict` and rendered with
 its default values and with helm/recsys/values-production.yaml; every rendered manifest is validated against
-the Kubernetes 1.31 strict schemas (custom resources against crd_schemas/). No cluster is needed.
+the Kubernetes 1.31 strict schemas (custom resources against crd_schemas/). No cluster and no network are
+needed: the upstream milvus chart is vendored (helm/recsys/charts/VENDORED.md). Its objects (milvus, etcd,
+minio, rendered with global.milvus.mode=chart) are schema-validated like ours and their selectors checked, but
+our own rules (hardening, references, network policies) apply to our objects only (`is_ours`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import importlib.util
 import subprocess
@@ -31,11 +35,15 @@ from helm_support import (  # noqa: E402
     Peer,
     admits,
     by_kind,
+    is_ours,
     matches,
     named,
     offline_charts,
+    ours,
     pod_templates,
+    remote_dependencies,
     validation_errors,
+    vendored_archive,
 )
 
 from recsys import cli  # noqa: E402
@@ -197,15 +205,95 @@ def test_crd_schemas_reject_a_broken_resource(helm):
 
 
 def test_remote_dependencies_are_off_by_default_and_in_production():
-    """The offline stand-in for the upstream milvus chart is faithful only while its condition is false."""
-    chart = yaml.safe_load((HELM_DIR / UMBRELLA / "Chart.yaml").read_text())
-    remote = [d for d in chart["dependencies"] if d.get("repository", "").startswith(("http", "oci"))]
+    """The upstream milvus chart (vendored) deploys only on request: global.milvus.mode=chart, milvus.enabled."""
+    remote = remote_dependencies()
     assert [d["name"] for d in remote] == ["milvus"]
     for path in (HELM_DIR / UMBRELLA / "values.yaml", PRODUCTION):
         values = yaml.safe_load(path.read_text())
         for dep in remote:
             section, flag = dep["condition"].split(".")
             assert values.get(section, {}).get(flag, False) is False, f"{path.name}: {dep['condition']}"
+
+
+# --- the vendored upstream chart ----------------------------------------------------------------------------
+
+
+def test_lint_strict_works_on_the_repository_folder_offline(tmp_path):
+    """`helm lint --strict helm/recsys` on the repository's own folder (no copy), with fresh Helm homes: no
+    repository configured, no network (proxies refused), so everything comes from the tree."""
+    helm = Helm(home=tmp_path / "home", charts=HELM_DIR)
+    assert not list((tmp_path / "home").rglob("repositories.yaml"))
+    for sets in ([], EXTRA_VARIANTS["milvus-chart"]):
+        args = ["lint", "--strict", str(HELM_DIR / UMBRELLA), *(a for item in sets for a in ("--set", item))]
+        out = helm.run(*args).stdout
+        assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+        assert "[WARNING]" not in out and "[ERROR]" not in out, out
+    listing = helm.run("dependency", "list", str(HELM_DIR / UMBRELLA)).stdout
+    for dep in remote_dependencies():
+        row = next(line.split() for line in listing.splitlines() if line.split()[:1] == [dep["name"]])
+        assert row == [dep["name"], dep["version"], dep["repository"], "ok"], listing
+
+
+def test_vendored_chart_is_locked_in_sync_and_documented(tmp_path):
+    """charts/<name>-<version>.tgz is pinned by a Chart.lock that helm accepts as in sync with Chart.yaml, and
+    charts/VENDORED.md names its version and checksum (the provenance of an unmodified upstream archive)."""
+    lock = yaml.safe_load((HELM_DIR / UMBRELLA / "Chart.lock").read_text())
+    locked = {d["name"]: d for d in lock["dependencies"]}
+    vendored = (HELM_DIR / UMBRELLA / "charts" / "VENDORED.md").read_text()
+    for dep in remote_dependencies():
+        assert locked[dep["name"]] == {k: dep[k] for k in ("name", "repository", "version")}
+        archive = vendored_archive(dep)
+        assert f"`{archive.name}`" in vendored
+        assert hashlib.sha256(archive.read_bytes()).hexdigest() in vendored, "update charts/VENDORED.md"
+    assert "charts/VENDORED.md" in (HELM_DIR / UMBRELLA / ".helmignore").read_text().split()
+    # `helm dependency build` checks the lock's digest first, then would download the remote charts: offline,
+    # with no repository configured, it stops there. A tampered digest shows the check is really made.
+    copy_dir = offline_charts(tmp_path)
+    helm = Helm(home=tmp_path / "home", charts=copy_dir)
+    with pytest.raises(HelmError) as offline:
+        helm.run("dependency", "build", str(copy_dir / UMBRELLA))
+    assert "out of sync" not in str(offline.value) and "no repository definition" in str(offline.value)
+    lock_file = copy_dir / UMBRELLA / "Chart.lock"
+    lock_file.write_text(lock_file.read_text().replace("digest: sha256:", "digest: sha256:0"))
+    with pytest.raises(HelmError, match="out of sync"):
+        helm.run("dependency", "build", str(copy_dir / UMBRELLA))
+
+
+def test_only_the_milvus_chart_renders_upstream_objects(helm):
+    for variant in [*VARIANTS, *(v for v in EXTRA_VARIANTS if v != "milvus-chart")]:
+        assert all(is_ours(m) for m in render(helm, UMBRELLA, variant)), variant
+    upstream = [m for m in render(helm, UMBRELLA, "milvus-chart") if not is_ours(m)]
+    assert upstream
+    names = {m["metadata"]["name"] for m in upstream}
+    assert all(name.startswith(("rs-milvus", "rs-etcd", "rs-minio")) for name in names), names
+
+
+def test_milvus_chart_renders_the_upstream_workloads(helm):
+    """values.yaml `milvus:`: standalone Milvus (cluster.enabled=false, RocksMQ), one etcd, standalone MinIO,
+    no Pulsar; the candidates' RECSYS_MILVUS_URI names the chart's Service."""
+    manifests = render(helm, UMBRELLA, "milvus-chart")
+    workloads = {
+        f"{m['kind']}/{m['metadata']['name']}": m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")
+    }
+    milvus = workloads["Deployment/rs-milvus-standalone"]
+    assert milvus["metadata"]["labels"]["app.kubernetes.io/name"] == "milvus"
+    assert milvus["metadata"]["labels"]["helm.sh/chart"] == "milvus-4.2.45"
+    assert [c["image"] for c in milvus["spec"]["template"]["spec"]["containers"]] == ["milvusdb/milvus:v2.5.9"]
+    etcd = workloads["StatefulSet/rs-etcd"]
+    assert etcd["metadata"]["labels"]["app.kubernetes.io/name"] == "etcd" and etcd["spec"]["replicas"] == 1
+    assert workloads["Deployment/rs-minio"]["metadata"]["labels"]["app"] == "minio"
+    upstream = {name for name, m in workloads.items() if not is_ours(m)}
+    assert upstream == {"Deployment/rs-milvus-standalone", "StatefulSet/rs-etcd", "Deployment/rs-minio"}
+    upstream_names = [m["metadata"]["name"] for m in manifests if not is_ours(m)]
+    assert not [name for name in upstream_names if "pulsar" in name or "kafka" in name], upstream_names
+    config = named(manifests, "ConfigMap")["rs-milvus"]["data"]["default.yaml"]
+    assert "messageQueue: rocksmq" in config and "rs-etcd-0.rs-etcd-headless" in config
+    service = named(manifests, "Service")["rs-milvus"]
+    assert 19530 in {p["port"] for p in service["spec"]["ports"]}
+    assert matches({"matchLabels": service["spec"]["selector"]}, milvus["spec"]["template"]["metadata"]["labels"])
+    assert environment(manifests, "candidates")["RECSYS_MILVUS_URI"] == "http://rs-milvus:19530"
+    # The index job runs against the server (no embedded per-pod index).
+    assert "rs-jobs-index" in named(manifests, "Job")
 
 
 # --- invalid values ----------------------------------------------------------------------------------------
@@ -240,8 +328,9 @@ def test_invalid_values_are_rejected_with_a_clear_message(helm, case):
 # --- wiring ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_selectors_match_pod_labels(helm, variant):
+    """Every selector, the upstream chart's included, selects a rendered pod template."""
     manifests = render(helm, UMBRELLA, variant)
     templates = list(pod_templates(manifests))
     for m in manifests:
@@ -262,14 +351,14 @@ def test_selectors_match_pod_labels(helm, variant):
             assert any(matches(spec["selector"], s["metadata"]["labels"]) for s in [*services, *ray_serve]), name
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "all-external"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "all-external", "milvus-chart"])
 def test_references_resolve(helm, variant):
-    """ServiceAccounts, ConfigMaps, Secrets and PVCs a pod names are rendered, or are named external ones."""
+    """ServiceAccounts, ConfigMaps, Secrets and PVCs our pods name are rendered, or are named external ones."""
     manifests = render(helm, UMBRELLA, variant)
     values = effective_values(variant)
     external_secrets = {c["existingSecret"] for c in values["global"]["credentials"].values() if c["existingSecret"]}
     kafka_users = set(named(manifests, "KafkaUser"))
-    for t in pod_templates(manifests):
+    for t in pod_templates(ours(manifests)):
         assert t.spec["serviceAccountName"] in named(manifests, "ServiceAccount"), t.owner
         for volume in t.spec.get("volumes", []):
             if "persistentVolumeClaim" in volume:
@@ -288,9 +377,10 @@ def test_references_resolve(helm, variant):
                         assert ref["name"] in external_secrets | kafka_users, f"{t.owner}: {ref}"
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_pods_are_hardened(helm, variant):
-    for t in pod_templates(render(helm, UMBRELLA, variant)):
+    """Our pods (the upstream milvus chart's follow its own values, not our rules)."""
+    for t in pod_templates(ours(render(helm, UMBRELLA, variant))):
         pod = t.spec.get("securityContext", {})
         assert t.spec.get("automountServiceAccountToken") is False, t.owner
         for c in t.containers():
@@ -306,7 +396,7 @@ def test_pods_are_hardened(helm, variant):
             assert "/tmp" in mounts, f"{where}: a read-only root needs a writable /tmp"
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_services_have_grpc_probes_on_their_port(helm, variant):
     manifests = render(helm, UMBRELLA, variant)
     deployments = named(manifests, "Deployment")
@@ -391,16 +481,19 @@ PROMETHEUS = Peer(
 
 
 def pods_by_component(manifests: list[Manifest]) -> dict[str, dict[str, str]]:
-    return {t.component: t.labels for t in pod_templates(manifests)}
+    """Our pods' labels by component."""
+    return {t.component: t.labels for t in pod_templates(ours(manifests))}
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_network_policies_admit_only_the_callers(helm, variant):
     manifests = render(helm, UMBRELLA, variant)
     policies = by_kind(manifests, "NetworkPolicy")
     pods = pods_by_component(manifests)
     ports = effective_values(variant)["global"]["ports"]
     strangers = {"outside": OUTSIDE, "other-namespace": OTHER_NAMESPACE, "stranger": SAME_NAMESPACE_STRANGER}
+    # The upstream chart's pods (milvus, etcd, minio) are strangers to our services too.
+    strangers |= {t.owner: Peer(labels=t.labels) for t in pod_templates(m for m in manifests if not is_ours(m))}
     clients = {**{c: Peer(labels=labels) for c, labels in pods.items()}, **strangers}
     for target, callers in CALLERS.items():
         admitted = {
@@ -423,11 +516,12 @@ def test_network_policies_admit_only_the_callers(helm, variant):
         assert not admits(policies, pods[target], 9090, SAME_NAMESPACE_STRANGER), target
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_every_pod_is_selected_by_a_network_policy(helm, variant):
+    """Our pods (the upstream milvus chart renders no NetworkPolicy for its own)."""
     manifests = render(helm, UMBRELLA, variant)
     policies = by_kind(manifests, "NetworkPolicy")
-    for t in pod_templates(manifests):
+    for t in pod_templates(ours(manifests)):
         assert any(matches(p["spec"]["podSelector"], t.labels) for p in policies), f"{t.owner} is wide open"
 
 
@@ -493,7 +587,7 @@ def environment(manifests: list[Manifest], component: str) -> dict[str, str]:
     """Every variable a component's containers get: env entries and the keys of envFrom ConfigMaps/Secrets."""
     config_maps, secrets = named(manifests, "ConfigMap"), named(manifests, "Secret")
     env: dict[str, str] = {}
-    for t in pod_templates(manifests):
+    for t in pod_templates(ours(manifests)):
         if t.component != component:
             continue
         for c in t.containers():
@@ -531,7 +625,7 @@ def test_every_declared_scope_is_deployed_or_explained():
     )
 
 
-@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment"])
+@pytest.mark.parametrize("variant", [*VARIANTS, "ranking-deployment", "milvus-chart"])
 def test_every_variable_a_service_reads_is_set_or_documented(helm, variant):
     """Fails when a service reads an environment variable that its chart neither sets nor documents."""
     manifests = render(helm, UMBRELLA, variant)
