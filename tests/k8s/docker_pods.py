@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,7 @@ class PodRunner:
     network: str
     configmaps: dict[str, dict[str, str]]
     secrets: dict[str, dict[str, str]]
-    overrides: dict[str, str]
+    rewrite: Callable[[str], str]  # a value as this namespace needs it (Service names -> 127.0.0.1)
     started: list[str] = field(default_factory=list)
 
     def container_env(self, container: dict[str, Any], pod: str, extra: dict[str, str]) -> dict[str, str]:
@@ -95,9 +97,11 @@ class PodRunner:
             elif ref := source.get("fieldRef"):
                 env[item["name"]] = {"metadata.name": pod, "metadata.namespace": "recsys"}.get(
                     ref["fieldPath"], "127.0.0.1")
-        env.update(self.overrides)
+        env = {key: self.rewrite(value) for key, value in env.items()}
         env.update(extra)
-        return env
+        # $(VAR) names an earlier variable of the container, expanded as the kubelet does.
+        return {key: re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+                for key, value in env.items()}
 
     def volume_dir(self, pod: str, volume: dict[str, Any]) -> Path:
         """A host folder standing in for the volume, owned by the pod's user (fsGroup)."""
@@ -200,13 +204,16 @@ def in_netns(pid: int, argv: list[str], timeout: float = 60, env: dict[str, str]
     return proc
 
 
-def wait_until(predicate, timeout_s: float, interval_s: float = 1.0, what: str = "condition") -> None:
+def wait_until(predicate, timeout_s: float, interval_s: float = 1.0, what: str = "condition",
+               last: Callable[[], Any] | None = None) -> None:
+    """Poll predicate until true; on timeout fail, showing last() (the last thing seen) when given."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    seen = f"; last seen: {dump(last())}" if last else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{seen}")
 
 
 def dump(obj: Any) -> str:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -57,23 +58,28 @@ def helm_template(values: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-def loopback_overrides(manifests: list[dict], env_values: dict[str, str]) -> dict[str, str]:
-    """Variables whose value names a Service (host:port): the same port on 127.0.0.1, in the shared namespace.
+def loopback_rewrite(manifests: list[dict]):
+    """A function turning a value that names a Service (host:port) into the same port on 127.0.0.1.
 
     A cluster's DNS resolves Service names; in one network namespace every server is on loopback. Redis moves
     to REDIS_PORT (6379 is Ray's GCS port in the ranking container); Kafka's bootstrap Service is Strimzi's.
     """
     names = {m["metadata"]["name"] for m in manifests if m["kind"] == "Service"}
     names |= {f"{m['metadata']['name']}-kafka-bootstrap" for m in manifests if m["kind"] == "Kafka"}
-    pattern = re.compile(r"(?:[a-z]+://)?(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+    pattern = re.compile(r"(?<![\w.-])(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True))
                          + r")(?:\.[a-z0-9.-]+)?:(\d+)")
 
     def local(match: re.Match) -> str:
-        scheme = match.group(0).split("://")[0] + "://" if "://" in match.group(0) else ""
         port = REDIS_PORT if "redis" in match.group(1) else int(match.group(2))
-        return f"{scheme}127.0.0.1:{port}"
+        return f"127.0.0.1:{port}"
 
-    return {key: pattern.sub(local, value) for key, value in env_values.items() if pattern.search(value)}
+    return lambda value: pattern.sub(local, value)
+
+
+def redis_password(secrets: dict[str, dict[str, str]]) -> str:
+    """The password the chart generated for its Redis (the services' REDIS_PASSWORD)."""
+    return next(data[key] for name, data in secrets.items() if "redis" in name for key in data
+                if "password" in key.lower())
 
 
 def grpcurl(pid: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -82,6 +88,7 @@ def grpcurl(pid: int, *args: str, timeout: float = 30) -> subprocess.CompletedPr
 
 
 def recommend(pid: int, port: int, user: str, k: int = 10) -> dict:
+    """Recommend through grpcurl (server reflection); the reply as grpcurl prints it (proto field names)."""
     done = grpcurl(pid, "-d", json.dumps({"user_id": user, "k": k}), f"127.0.0.1:{port}",
                    "recsys.v1.RecommendService/Recommend")
     assert done.returncode == 0, f"grpcurl Recommend: {done.stdout}{done.stderr}"
@@ -104,20 +111,19 @@ def pod_stack(tmp_path_factory: pytest.TempPathFactory):
         if "/recsys-" in image:
             assert docker("images", "-q", image), f"{image} not built: run `make images`"
     configmaps, secrets = config_data(manifests)
-    all_env = {k: v for data in configmaps.values() for k, v in data.items()}
-    overrides = loopback_overrides(manifests, all_env)
     net = f"recsys-pods-{os.getpid()}"
     gateway_image = next(i for i in images if "/recsys-gateway:" in i)
-    docker("run", "-d", "--name", net, "--network", "none", "--entrypoint", "python", gateway_image,
+    docker("run", "-d", "--name", net, "--network", "none", "--no-healthcheck", "--entrypoint", "python", gateway_image,
            "-c", "import time; time.sleep(86400)")
     pid = holder_pid(docker, net)
-    runner = PodRunner(docker, work, net, configmaps, secrets, overrides)
+    runner = PodRunner(docker, work, net, configmaps, secrets, loopback_rewrite(manifests))
     kafka_dir, redis_dir = work / "kafka", work / "redis"
     try:
         in_netns(pid, ["bash", str(REPO / "deploy/local/kafka.sh"), "start", "--port", str(KAFKA_PORT),
                        "--controller-port", "9093", "--state-dir", str(kafka_dir)], timeout=180)
         in_netns(pid, ["bash", str(REPO / "deploy/local/redis.sh"), "start", "--port", str(REDIS_PORT),
                        "--state-dir", str(redis_dir)], timeout=60)
+        in_netns(pid, ["redis-cli", "-p", str(REDIS_PORT), "config", "set", "requirepass", redis_password(secrets)])
         hooks = sorted((m for m in manifests if m["kind"] == "Job"
                         and "helm.sh/hook" in (m["metadata"].get("annotations") or {})),
                        key=lambda m: int(m["metadata"]["annotations"].get("helm.sh/hook-weight", "0")))
@@ -135,7 +141,9 @@ def pod_stack(tmp_path_factory: pytest.TempPathFactory):
             containers[service] = runner.run_pod(deployments[service]["metadata"]["name"], spec, env=metrics)[0]
         ports = {s: next(p["containerPort"] for p in deployments[s]["spec"]["template"]["spec"]["containers"][0]
                          ["ports"] if p["name"] == "grpc") for s in SERVICES}
-        yield {"docker": docker, "pid": pid, "containers": containers, "ports": ports, "jobs": timings,
+        interactions = work / "claims" / f"{RELEASE}-artifacts" / "data" / "current" / "interactions.parquet"
+        user = str(pq.read_table(interactions, columns=["user_id"]).column(0)[0])  # a user the models know
+        yield {"user": user, "docker": docker, "pid": pid, "containers": containers, "ports": ports, "jobs": timings,
                "deployments": deployments, "runner": runner}
     finally:
         if os.environ.get("RECSYS_K8S_KEEP") != "1":
@@ -172,13 +180,15 @@ def test_gateway_answers_recommend_through_reflection(pod_stack):
     answers = []
 
     def full_answer() -> bool:
-        reply = recommend(pid, port, "u1")
+        reply = recommend(pid, port, pod_stack["user"])
         answers.append(reply)
-        return not reply.get("degraded") and len(reply.get("items", [])) == 10 and bool(reply.get("modelVersion"))
+        full = not reply.get("degraded") and len(reply.get("items", [])) == 10
+        return full and bool(reply.get("model_version"))
 
-    wait_until(full_answer, 120, 2, "a Recommend that is not degraded")
+    wait_until(full_answer, 120, 2, "a Recommend that is not degraded", last=lambda: answers[-1])
     reply = answers[-1]
-    assert len({item["itemId"] for item in reply["items"]}) == 10
+    assert len({item["item_id"] for item in reply["items"]}) == 10
+    assert {t["hop"]: t["status"] for t in reply["timings"]}.get("rank") == "ok", reply["timings"]
 
 
 def test_a_stopped_service_degrades_answers_without_error(pod_stack):
@@ -188,9 +198,10 @@ def test_a_stopped_service_degrades_answers_without_error(pod_stack):
 
     def degraded() -> bool:
         nonlocal reply
-        reply = recommend(pid, port, "u2")  # grpcurl exits non-zero on any gRPC error: recommend() asserts 0
+        # grpcurl exits non-zero on any gRPC error, and recommend() asserts it exited 0: no error, ever
+        reply = recommend(pid, port, pod_stack["user"])
         return bool(reply.get("degraded"))
 
-    wait_until(degraded, 60, 1, "a degraded answer after ranking stopped")
+    wait_until(degraded, 60, 1, "a degraded answer after ranking stopped", last=lambda: reply)
     assert len(reply["items"]) == 10
-    assert any("rank" in reason for reason in reply.get("degradedReasons", [])), reply
+    assert any("rank" in reason for reason in reply.get("degraded_reasons", [])), reply
