@@ -25,6 +25,10 @@ from recsys.common.ports import free_port
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "local"
 
+# tests/k8s run against a local Kubernetes (deploy/k8s-local/cluster.sh; its binaries take ~35 min to build once):
+# collected only with RECSYS_K8S_TESTS=1, so `make test` leaves them out.
+collect_ignore = [] if os.environ.get("RECSYS_K8S_TESTS") == "1" else ["k8s"]
+
 
 def _kill_pidfile(pidfile: Path) -> None:
     """Last resort when the stop script failed: KILL the PID in `pidfile`, if any."""
