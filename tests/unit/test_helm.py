@@ -2,7 +2,7 @@
 
 Every chart (the umbrella and each service subchart) is linted with `helm lint --strict` and rendered with
 its default values and with helm/recsys/values-production.yaml; every rendered manifest is validated against
-the Kubernetes 1.31 strict schemas (custom resources against crd_schemas/). No cluster and no network are
+the Kubernetes 1.31 strict schemas (custom resources against the vendored upstream CRDs). No cluster and no network are
 needed: the upstream milvus chart is vendored (helm/recsys/charts/VENDORED.md). Its objects (milvus, etcd,
 minio, rendered with global.milvus.mode=chart) are schema-validated like ours and their selectors checked, but
 our own rules (hardening, references, network policies) apply to our objects only (`is_ours`).
@@ -188,7 +188,7 @@ def test_kubernetes_validate_cli_accepts_the_default_render(helm):
 
 def test_every_kind_rendered_has_a_schema(helm):
     """Custom resources are validated too: RayService, Strimzi Kafka/KafkaNodePool/KafkaTopic/KafkaUser,
-    ServiceMonitor (crd_schemas/, hand-written from the upstream types: see its README)."""
+    ServiceMonitor, Certificate (the upstream CRDs vendored in deploy/k8s-local/crds, made strict)."""
     kinds = {m["kind"] for variant in [*VARIANTS, *EXTRA_VARIANTS] for m in render(helm, UMBRELLA, variant)}
     assert {"RayService", "Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "ServiceMonitor"} <= kinds
 
@@ -454,7 +454,9 @@ def test_jobs_run_their_steps_in_order(helm):
     train = jobs["rs-jobs-train"]
     spec = train["spec"]["template"]["spec"]
     assert [c["args"][:2] for c in spec["initContainers"]] == [["data", "generate"]]
-    assert [c["args"] for c in spec["containers"]] == [["train"]]
+    # train writes the registry the services read (RECSYS_MODELS_DIR) from the dataset the first step wrote
+    assert [c["args"][:5] for c in spec["containers"]] == [
+        ["train", "--data", "/var/lib/recsys/artifacts/data/current", "--out", "/var/lib/recsys/artifacts/models"]]
     weights = {name: int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for name, j in jobs.items()}
     assert weights["rs-jobs-train"] < weights["rs-jobs-materialize"]
     # Embedded Milvus: each candidates pod indexes itself, so no index job and an init container instead.
