@@ -40,6 +40,7 @@ BRIDGE=cni0
 NODE_IP=10.244.0.1
 POD_SUBNET=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
+SERVICE_CIDR=${RECSYS_K8S_SERVICE_CIDR:-10.0.0.0/24}  # as cluster.sh gives the API server
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 PAUSE_SRC="$K8S_CACHE/pause-src"
 export DOCKER_HOST=${DOCKER_HOST:-unix://$REPO_ROOT/var/docker/docker.sock}
@@ -281,7 +282,10 @@ netns_up() {
   in_netns ip addr replace "$NODE_IP/24" dev "$BRIDGE"
   in_netns ip link set "$BRIDGE" up
   in_netns sysctl -qw net.ipv4.ip_forward=1
-  # A bridge without ports has no carrier: the node IP must still be usable for the kubelet's listener.
+  # The netns has no default route: without one for the Service range, a connection from the node itself to a
+  # ClusterIP fails "Network is unreachable" before kube-proxy's OUTPUT DNAT is reached. (Pods route via the
+  # bridge's 10.244.0.1, and PREROUTING DNAT comes before routing, so they need no such route.)
+  in_netns ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$NODE_IP"
 }
 
 # --- images -----------------------------------------------------------------------------------------------------
@@ -453,6 +457,25 @@ stop_all() {
   stop relay-netns
   stop relay-host
   rm -f "$API_SOCK"
+  unmount_node_dir
+  remove_pod_cgroups
+}
+
+unmount_node_dir() {  # the kubelet bind-mounts its root dir onto itself (rshared) and pod volumes below: undo, deepest first
+  local m
+  awk -v d="$NODE_DIR/" '{ if (index($5 "/", d) == 1) print $5 }' /proc/self/mountinfo | sort -r | uniq \
+    | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "cannot unmount $m"; done
+}
+
+remove_pod_cgroups() {  # the kubelet's (cgroupfs driver) kubepods hierarchy, once empty; not while another kubelet runs
+  local d pid
+  for pid in $(pgrep -x kubelet 2>/dev/null || true); do  # a live one (our stopped kubelet may linger as a zombie)
+    [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" =~ ^(Z|X|)$ ]] || return 0
+  done
+  for d in /sys/fs/cgroup/*/kubepods; do
+    [[ -d "$d" ]] || continue
+    find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
 }
 
 cmd_down() {

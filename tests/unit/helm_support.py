@@ -9,7 +9,6 @@ with no network: the upstream milvus chart is vendored (helm/recsys/charts/milvu
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
