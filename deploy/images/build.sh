@@ -18,6 +18,7 @@ TAG=${RECSYS_IMAGE_TAG:-$(python3 -c 'import tomllib; print(tomllib.load(open("p
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 start=$(date +%s)
 
+mkdir -p var/docker  # the build logs
 if [[ -z "${DOCKER_HOST:-}" ]]; then
   bash deploy/images/dockerd.sh up
   eval "$(bash deploy/images/dockerd.sh env)"

@@ -45,7 +45,12 @@ SMOKE_VALUES = {
 
 
 def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or f"unix://{REPO}/var/docker/docker.sock"
+    """DOCKER_HOST, else the project's engine (deploy/images/dockerd.sh env: the one that holds the images)."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    out = subprocess.run(["bash", str(REPO / "deploy/images/dockerd.sh"), "env"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return out.strip().removeprefix("export DOCKER_HOST=")
 
 
 def helm_template(values: Path) -> list[dict]:
