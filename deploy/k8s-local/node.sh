@@ -12,6 +12,9 @@
 #   bridge cni0 10.244.0.1/24: the node IP (the kubelet refuses a loopback one) and the pods' gateway; the CNI
 #     `bridge` plugin (host-local IPAM 10.244.0.0/24) puts every pod on it with a veth pair.
 #   kube-proxy (iptables mode, masqueradeAll: pods share one bridge) writes its rules into this netns only.
+#   CoreDNS (when $K8S_BIN/coredns exists, see build.sh coredns; RECSYS_NODE_DNS=0 turns it off, =1 requires it):
+#     the cluster DNS on 10.244.0.1:53 (the kubelet's clusterDNS, domain cluster.local), its `kubernetes` plugin
+#     watching the API server through the relay as user system:coredns; no forwarding (the netns has no way out).
 # The processes join only the network namespace (nsenter --net), not a new mount namespace: `ip netns exec` would
 # remount /sys and hide the cgroup hierarchy that containerd, runc and the kubelet need.
 #
@@ -28,6 +31,8 @@ NETNS=${RECSYS_NODE_NETNS:-recsys-node}
 NODE_NAME=${RECSYS_NODE_NAME:-recsys-node-0}
 NODE_TAINT=${RECSYS_NODE_TAINT-recsys.dev/real-node=true:NoSchedule}
 NODE_IMAGES=${RECSYS_NODE_IMAGES-ghcr.io/recsys/recsys-gateway:0.1.0}
+NODE_DNS=${RECSYS_NODE_DNS:-auto}   # auto: CoreDNS when $K8S_BIN/coredns exists; 1: required; 0: none
+CLUSTER_DOMAIN=cluster.local
 TIMEOUT=${RECSYS_NODE_UP_TIMEOUT:-120}
 NODE_DIR="$K8S_STATE/node"
 PKI="$K8S_STATE/pki"
@@ -43,9 +48,15 @@ CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=${RECSYS_K8S_SERVICE_CIDR:-10.0.0.0/24}  # as cluster.sh gives the API server
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 PAUSE_SRC="$K8S_CACHE/pause-src"
-export DOCKER_HOST=${DOCKER_HOST:-unix://$REPO_ROOT/var/docker/docker.sock}
+export DOCKER_HOST=${DOCKER_HOST:-$(bash "$REPO_ROOT/deploy/images/dockerd.sh" env | sed "s/^export DOCKER_HOST=//")}
 # Start order; `down` stops in reverse. name:binary (the pidfile's process must run that binary).
 COMPONENTS=(relay-host:socat relay-netns:socat containerd:containerd kubelet:kubelet kube-proxy:kube-proxy)
+case "$NODE_DNS" in
+  0|no|false) DNS=0 ;;
+  1|yes|true) DNS=1 ;;
+  *) if [[ -x "$K8S_BIN/coredns" ]]; then DNS=1; else DNS=0; fi ;;
+esac
+((DNS)) && COMPONENTS+=(coredns:coredns)
 
 die() { log "ERROR: $*"; exit 1; }
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
@@ -56,7 +67,8 @@ in_netns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 
 pid_of() {  # name: the PID when its pidfile names a live process running the component's binary
   local name=$1 bin="" c pid exe
-  for c in "${COMPONENTS[@]}"; do [[ "${c%%:*}" == "$name" ]] && bin=${c#*:}; done
+  # (coredns too when DNS is off now: `down` still stops one that an earlier `up` started)
+  for c in "${COMPONENTS[@]}" coredns:coredns; do [[ "${c%%:*}" == "$name" ]] && bin=${c#*:}; done
   [[ -f "$PIDS/$name.pid" ]] || return 1
   pid=$(<"$PIDS/$name.pid") || return 1
   [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/cmdline" ]] || return 1
@@ -161,6 +173,25 @@ write_configs() {
   issue_client kube-proxy "/CN=system:kube-proxy"   # bound to ClusterRole system:node-proxier by default
   write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" kubelet
   write_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
+  if ((DNS)); then
+    issue_client coredns "/CN=system:coredns"   # bound to ClusterRole recsys:coredns by apply_dns_rbac
+    write_kubeconfig "$NODE_DIR/coredns.kubeconfig" system:coredns coredns
+    # Only the cluster's zones; other names are refused (nothing to forward to from the netns).
+    cat > "$NODE_DIR/Corefile" <<EOF
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $NODE_IP
+    errors
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $NODE_DIR/coredns.kubeconfig
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    loadbalance
+}
+EOF
+  fi
 
   cat > "$NODE_DIR/containerd/config.toml" <<EOF
 # containerd of the real node (a separate instance; the Docker engine's own containerd is not touched)
@@ -218,8 +249,12 @@ EOF
 }
 EOF
 
-  # No cluster DNS: pods get this resolv.conf (no name server answers; Services are reached by ClusterIP).
+  # The node's own resolv.conf (pods with dnsPolicy Default get it): no name server answers. With DNS, pods
+  # (dnsPolicy ClusterFirst) get nameserver $NODE_IP and the cluster's search domains from the kubelet instead.
   printf 'nameserver 127.0.0.1\noptions ndots:1\n' > "$NODE_DIR/resolv.conf"
+  local dns=""
+  if ((DNS)); then dns="clusterDNS: [$NODE_IP]
+clusterDomain: $CLUSTER_DOMAIN"; fi
 
   local taints=""
   if [[ -n "$NODE_TAINT" ]]; then
@@ -251,6 +286,7 @@ maxPods: 50
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
 imageGCHighThresholdPercent: 98
 imageGCLowThresholdPercent: 95
+$dns
 $taints
 EOF
 
@@ -290,7 +326,9 @@ netns_up() {
 
 # --- images -----------------------------------------------------------------------------------------------------
 
-has_image() { ctr_ images ls -q 2>/dev/null | grep -qxF "$1"; }
+# grep without -q reads all of ctr's output: with -q it may exit at the first match, ctr then dies of SIGPIPE and,
+# under pipefail, an image that is there reads as missing.
+has_image() { ctr_ images ls -q 2>/dev/null | grep -xF "$1" >/dev/null; }
 
 import_image() {  # name: from the project's Docker engine, unless containerd has it
   local name=$1 t0=$SECONDS
@@ -299,6 +337,23 @@ import_image() {  # name: from the project's Docker engine, unless containerd ha
   docker save "$name" | ctr_ images import --snapshotter overlayfs - >/dev/null \
     || die "ctr images import $name failed"
   log "imported $name in $((SECONDS - t0))s"
+}
+
+import_images() {  # names...: those containerd lacks, from the Docker engine in ONE `docker save` (an archive of
+  # several images holds each shared layer once: the recsys images share ~6.7 GB, saved one by one they would
+  # stream it again for each)
+  local name missing=() t0=$SECONDS
+  for name in "$@"; do
+    has_image "$name" && continue
+    docker image inspect "$name" >/dev/null 2>&1 || die "image $name is not in the Docker engine ($DOCKER_HOST)"
+    missing+=("$name")
+  done
+  ((${#missing[@]})) || return 0
+  log "importing ${missing[*]}"
+  docker save "${missing[@]}" | ctr_ images import --snapshotter overlayfs - >/dev/null \
+    || die "ctr images import ${missing[*]} failed"
+  for name in "${missing[@]}"; do has_image "$name" || die "$name missing after the import"; done
+  log "imported ${#missing[@]} image(s) in $((SECONDS - t0))s"
 }
 
 ensure_pause_image() {
@@ -347,6 +402,35 @@ node_ready() {
   [[ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
 }
 proxy_ok() { in_netns curl -sf --max-time 3 http://127.0.0.1:10256/healthz; }
+dns_ok() {  # an A record of kubernetes.default.svc from CoreDNS (a raw DNS query: no dig on this machine)
+  in_netns python3 - "$NODE_IP" "kubernetes.default.svc.$CLUSTER_DOMAIN" <<'EOF'
+import socket, struct, sys
+q = b"".join(bytes([len(p)]) + p.encode() for p in sys.argv[2].split(".")) + b"\0"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.sendto(struct.pack(">HHHHHH", 0x5253, 0x0100, 1, 0, 0, 0) + q + struct.pack(">HH", 1, 1), (sys.argv[1], 53))
+data = s.recv(512)
+ident, flags, _, answers = struct.unpack(">HHHH", data[:8])
+sys.exit(0 if ident == 0x5253 and flags & 0xF == 0 and answers > 0 else 1)
+EOF
+}
+
+apply_dns_rbac() {  # what CoreDNS's kubernetes plugin reads, for user system:coredns
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "recsys:coredns"}
+rules:
+- {apiGroups: [""], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "recsys:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "recsys:coredns"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}
+EOF
+}
 
 lock() {
   mkdir -p "$NODE_DIR"
@@ -367,6 +451,7 @@ cmd_up() {
   source "$K8S_STATE/ports.env"
   for b in kubelet kube-proxy kubectl; do [[ -x "$K8S_BIN/$b" ]] || die "missing $K8S_BIN/$b (build.sh)"; done
   for b in socat containerd runc ctr nsenter iptables; do command -v "$b" >/dev/null || die "missing $b"; done
+  if ((DNS)); then [[ -x "$K8S_BIN/coredns" ]] || die "missing $K8S_BIN/coredns (build.sh coredns)"; fi
   [[ -x /usr/lib/cni/bridge ]] || die "missing /usr/lib/cni/bridge (apt-get install containernetworking-plugins)"
   mkdir -p "$LOGS" "$PIDS"
   if all_running && netns_exists && node_ready; then
@@ -391,8 +476,8 @@ cmd_up() {
   start containerd nsenter --net="/run/netns/$NETNS" containerd --config "$NODE_DIR/containerd/config.toml"
   wait_for containerd "containerd on $SOCK" containerd_ok
   ensure_pause_image
-  local img
-  for img in $NODE_IMAGES; do import_image "$img"; done
+  # shellcheck disable=SC2086
+  import_images $NODE_IMAGES
 
   start kubelet nsenter --net="/run/netns/$NETNS" "$K8S_BIN/kubelet" \
     --config="$NODE_DIR/kubelet-config.yaml" --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
@@ -402,9 +487,16 @@ cmd_up() {
     --config="$NODE_DIR/kube-proxy-config.yaml" --v=2
   wait_for kubelet "node $NODE_NAME Ready" node_ready
   wait_for kube-proxy "kube-proxy /healthz" proxy_ok
+  if ((DNS)); then
+    apply_dns_rbac || die "cannot apply the RBAC of CoreDNS"
+    start coredns nsenter --net="/run/netns/$NETNS" "$K8S_BIN/coredns" -conf "$NODE_DIR/Corefile"
+    wait_for coredns "CoreDNS answering on $NODE_IP:53" dns_ok
+  fi
 
   trap - EXIT INT TERM
-  log "node $NODE_NAME up in $((SECONDS - t0))s (netns $NETNS, node IP $NODE_IP, logs in $LOGS)"
+  local dns_note=""
+  ((DNS)) && dns_note=", DNS $NODE_IP:53"
+  log "node $NODE_NAME up in $((SECONDS - t0))s (netns $NETNS, node IP $NODE_IP$dns_note, logs in $LOGS)"
 }
 
 drain_pods() {  # delete the pods bound to the node and wait until the kubelet has stopped them (sandboxes torn down)
@@ -449,6 +541,7 @@ kill_shims() {  # containerd-shim-runc-v2 processes of this containerd (their -a
 
 stop_all() {
   drain_pods || true
+  stop coredns
   stop kube-proxy
   stop kubelet
   stop_runtime_leftovers || true

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # A single-node Apache Kafka broker (KRaft, broker+controller in one JVM) on loopback, from Maven Central.
 #
-#   deploy/local/kafka.sh install|start|stop|status [--port N] [--controller-port N] [--state-dir DIR]
+#   deploy/local/kafka.sh install|start|stop|status [--port N] [--host ADDR] [--controller-port N] [--state-dir DIR]
 #                                                    [--partitions N] [--watch-pid PID]
 #                                                    [--sasl-port N] [--ssl-port N] [--scram-users U=P,...]
 #                                                    [--tls-dir DIR]
 #
 # Environment (flags win):
 #   KAFKA_PORT             client listener port                      (default 9092)
+#   KAFKA_HOST             address of the client listeners, bound and advertised (default 127.0.0.1; e.g. a
+#                          bridge address inside a network namespace, as deploy/k8s-local/node.sh's pods reach it)
 #   KAFKA_CONTROLLER_PORT  KRaft controller listener port            (default 9093)
 #   KAFKA_STATE_DIR        data, config, pidfile and log             (default <repo>/var/kafka)
 #   KAFKA_LIB_DIR          broker jars, shared by all state dirs     (default <repo>/var/kafka/lib)
@@ -39,6 +41,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 
 PORT="${KAFKA_PORT:-9092}"
+HOST="${KAFKA_HOST:-127.0.0.1}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 STATE_DIR="${KAFKA_STATE_DIR:-$REPO/var/kafka}"
 LIB_DIR="$(realpath -m "${KAFKA_LIB_DIR:-$REPO/var/kafka/lib}")"
@@ -62,6 +65,7 @@ CMD="$1"; shift
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) PORT="$2"; shift 2 ;;
+    --host) HOST="$2"; shift 2 ;;
     --controller-port) CONTROLLER_PORT="$2"; shift 2 ;;
     --state-dir) STATE_DIR="$2"; shift 2 ;;
     --watch-pid) WATCH_PID="$2"; shift 2 ;;
@@ -137,9 +141,9 @@ scram_users() {
 secured() { [[ -n "$SASL_PORT" || -n "$SSL_PORT" ]]; }
 
 listeners() {
-  local out="PLAINTEXT://127.0.0.1:$PORT"
-  if [[ -n "$SASL_PORT" ]]; then out="$out,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT"; fi
-  if [[ -n "$SSL_PORT" ]]; then out="$out,SASL_SSL://127.0.0.1:$SSL_PORT"; fi
+  local out="PLAINTEXT://$HOST:$PORT"
+  if [[ -n "$SASL_PORT" ]]; then out="$out,SASL_PLAINTEXT://$HOST:$SASL_PORT"; fi
+  if [[ -n "$SSL_PORT" ]]; then out="$out,SASL_SSL://$HOST:$SSL_PORT"; fi
   echo "$out"
 }
 
@@ -165,7 +169,7 @@ ensure_scram_users() {
   want="$(scram_users | sha256sum | cut -d' ' -f1)"
   [[ -f "$USERS_STAMP" && "$(cat "$USERS_STAMP")" == "$want" ]] && return 0
   local venv_python="$REPO/.venv/bin/python"
-  if ! scram_users | "$venv_python" -c "$UPSERT_USERS" "$PORT" 2>"$STATE_DIR/scram.log"; then
+  if ! scram_users | "$venv_python" -c "$UPSERT_USERS" "$PORT" "$HOST" 2>"$STATE_DIR/scram.log"; then
     echo "kafka.sh: could not add the SCRAM users (needs $venv_python with kafka-python):" >&2
     tail -n 5 "$STATE_DIR/scram.log" >&2
     return 1
@@ -179,7 +183,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import UserScramCredentialUpsertion
 
 users = [line.split(" ", 1) for line in sys.stdin.read().splitlines() if line.strip()]
-admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{sys.argv[1]}")
+admin = KafkaAdminClient(bootstrap_servers=f"{sys.argv[2]}:{sys.argv[1]}")
 try:
     errors = admin.alter_user_scram_credentials(
         [UserScramCredentialUpsertion(name, "SCRAM-SHA-512", password) for name, password in users])
@@ -229,7 +233,7 @@ cmd_start() {
   local pid
   mkdir -p "$STATE_DIR"
   if pid="$(running_pid)"; then
-    echo "kafka: already running (pid $pid, 127.0.0.1:$PORT)"
+    echo "kafka: already running (pid $pid, $HOST:$PORT)"
     return 0
   fi
   rm -f "$PIDFILE"
@@ -294,7 +298,7 @@ print(cid)')"
 metadata_ok() {
   local cluster_id
   cluster_id="$(sed -n 's/^cluster.id=//p' "$DATA_DIR/meta.properties" 2>/dev/null)"
-  "$PYTHON" - "$PORT" "$cluster_id" 2>/dev/null <<'EOF'
+  "$PYTHON" - "$PORT" "$cluster_id" "$HOST" 2>/dev/null <<'EOF'
 import socket, struct, sys
 
 def read_exact(sock, n):
@@ -314,7 +318,7 @@ def string(data, pos):
 client = b"recsys-ready"
 body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">i?", -1, False)
 try:
-    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as sock:
+    with socket.create_connection((sys.argv[3], int(sys.argv[1])), timeout=2) as sock:
         sock.sendall(struct.pack(">i", len(body)) + body)
         (size,) = struct.unpack(">i", read_exact(sock, 4))
         data = read_exact(sock, size)

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # A throw-away Redis on loopback (no persistence, no systemd), for Feast's Redis online store and tests.
 #
-#   deploy/local/redis.sh install|start|stop|status [--port N] [--state-dir DIR] [--watch-pid PID]
+#   deploy/local/redis.sh install|start|stop|status [--port N] [--host ADDR] [--password PW] [--state-dir DIR]
+#                                                   [--watch-pid PID]
 #
 # Environment (flags win):
 #   REDIS_PORT             port                                   (default 6390, not the system 6379)
+#   REDIS_HOST             address to bind and PING               (default 127.0.0.1; e.g. a bridge address
+#                          inside a network namespace, as deploy/k8s-local/node.sh's pods reach it)
+#   REDIS_PASSWORD         requirepass of the default user        (default: none; a server bound to an address
+#                          other than loopback needs one: protected mode refuses other clients without it)
 #   REDIS_STATE_DIR        pidfile, log and working dir           (default <repo>/var/redis)
 #   REDIS_WATCH_PID        with `start`: stop the server once this PID is gone (tests pass their own)
 #   REDIS_READY_TIMEOUT_S  seconds `start` waits for PING         (default 10)
@@ -18,6 +23,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 
 PORT="${REDIS_PORT:-6390}"
+HOST="${REDIS_HOST:-127.0.0.1}"
+PASSWORD="${REDIS_PASSWORD:-}"
 STATE_DIR="${REDIS_STATE_DIR:-$REPO/var/redis}"
 READY_TIMEOUT_S="${REDIS_READY_TIMEOUT_S:-10}"
 WATCH_PID="${REDIS_WATCH_PID:-}"
@@ -32,6 +39,8 @@ CMD="$1"; shift
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --port) PORT="$2"; shift 2 ;;
+    --host) HOST="$2"; shift 2 ;;
+    --password) PASSWORD="$2"; shift 2 ;;
     --state-dir) STATE_DIR="$2"; shift 2 ;;
     --watch-pid) WATCH_PID="$2"; shift 2 ;;
     -h|--help) usage ;;
@@ -52,7 +61,7 @@ running_pid() {
   echo "$pid"
 }
 
-ping_ok() { [[ "$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" == "PONG" ]]; }
+ping_ok() { [[ "$(REDISCLI_AUTH="$PASSWORD" redis-cli -h "$HOST" -p "$PORT" ping 2>/dev/null)" == "PONG" ]]; }
 
 cmd_install() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
@@ -67,21 +76,24 @@ cmd_start() {
   local pid
   mkdir -p "$STATE_DIR"
   if pid="$(running_pid)"; then
-    echo "redis: already running (pid $pid, 127.0.0.1:$PORT)"
+    echo "redis: already running (pid $pid, $HOST:$PORT)"
     return 0
   fi
   rm -f "$PIDFILE"
   cmd_install
-  local started=$SECONDS
+  local started=$SECONDS auth=()
+  # The password as a config line on stdin (`-`), not on the command line.
+  [[ -z "$PASSWORD" ]] || auth=(-)
   # The pidfile is written by redis itself once daemonized.
-  redis-server --bind 127.0.0.1 --port "$PORT" --protected-mode yes --daemonize yes \
+  { [[ -z "$PASSWORD" ]] || printf 'requirepass "%s"\n' "$PASSWORD"; } | \
+  redis-server "${auth[@]}" --bind "$HOST" --port "$PORT" --protected-mode yes --daemonize yes \
     --pidfile "$PIDFILE" --logfile "$LOGFILE" --dir "$STATE_DIR" --save "" --appendonly no \
     || { echo "redis: redis-server failed to start:" >&2; tail -n 20 "$LOGFILE" >&2 || true; exit 1; }
   start_watchdog
   local deadline=$((SECONDS + READY_TIMEOUT_S))
   while ((SECONDS < deadline)); do
     if pid="$(running_pid)" && ping_ok; then
-      echo "redis: ready on 127.0.0.1:$PORT (pid $pid, $((SECONDS - started)) s)"
+      echo "redis: ready on $HOST:$PORT (pid $pid, $((SECONDS - started)) s)"
       return 0
     fi
     sleep 0.05
