@@ -15,6 +15,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
+source "$HERE/proc.sh"
 
 PKI="$K8S_STATE/pki"
 LOGS="$K8S_STATE/logs"
@@ -41,88 +42,13 @@ KWOK_STAGE_FILES=(
   volume/fast/pvc-delete.yaml
 )
 
-die() { log "ERROR: $*"; exit 1; }
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
 # --- processes --------------------------------------------------------------------------------------------------
 
-# The PID of component $1 when its pidfile names a live process running that component's binary.
-pid_of() {
-  local name=$1 pid exe
-  [[ -f "$PIDS/$name.pid" ]] || return 1
-  pid=$(<"$PIDS/$name.pid") || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  [[ -r "/proc/$pid/cmdline" ]] || return 1
-  IFS= read -r -d '' exe < "/proc/$pid/cmdline" 2>/dev/null || [[ -n "${exe:-}" ]] || return 1
-  [[ "$(basename -- "$exe")" == "$name" ]] || return 1
-  # A zombie (exited, not yet reaped) is not running.
-  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
-  echo "$pid"
-}
-
-running() { pid_of "$1" >/dev/null; }
-
-start() {  # name binary args...: own session, output to logs/<name>.log, PID to pids/<name>.pid
-  local name=$1; shift
-  : > "$LOGS/$name.log"
-  # Not a process-group leader here (no job control), so setsid execs in place and $! is the server's PID.
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &  # fd 9: the lock of this script, not the server's
-  local pid=$! i
-  echo "$pid" > "$PIDS/$name.pid"
-  # Until the forked shell has exec'd the server, /proc/PID names bash: wait for that, so that `running` is true.
-  for ((i = 0; i < 250; i++)); do
-    running "$name" && break
-    [[ -e "/proc/$pid" ]] || break
-    sleep 0.02
-  done
-  log "started $name (pid $pid)"
-}
-
-stop() {  # name: TERM, wait up to 20 s, KILL
-  local name=$1 pid i
-  if pid=$(pid_of "$name"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-      running "$name" || break
-      sleep 0.1
-    done
-    if running "$name"; then
-      log "$name (pid $pid) ignored TERM for 20 s: KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do running "$name" || break; sleep 0.1; done
-    fi
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$PIDS/$name.pid"
-}
-
 stop_all() {
   local i
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[i]}"; done
-}
-
-tail_log() {  # name
-  [[ -f "$LOGS/$1.log" ]] || return 0
-  echo "----- last lines of $LOGS/$1.log -----" >&2
-  tail -n "${RECSYS_K8S_LOG_TAIL:-40}" "$LOGS/$1.log" >&2
-  echo "-----" >&2
-}
-
-# wait_for NAME WHAT CMD...: retry CMD until it succeeds; fail when process NAME dies or after $TIMEOUT s.
-wait_for() {
-  local name=$1 what=$2; shift 2
-  local deadline=$((SECONDS + TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    if ! running "$name"; then
-      tail_log "$name"
-      die "$name exited while waiting for $what"
-    fi
-    if ((SECONDS >= deadline)); then
-      tail_log "$name"
-      die "timed out after ${TIMEOUT}s waiting for $what"
-    fi
-    sleep 0.3
-  done
 }
 
 # --- configuration ----------------------------------------------------------------------------------------------
@@ -170,31 +96,6 @@ PY
     echo "# Ports of the local Kubernetes on 127.0.0.1 (cluster.sh picks them; kept while free)."
     local n; for n in "${names[@]}"; do echo "$n=${!n}"; done
   } > "$K8S_STATE/ports.env"
-}
-
-write_kubeconfig() {  # file user cert-name
-  local file=$1 user=$2 cert=$3
-  (umask 077 && : > "$file")
-  cat > "$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: recsys-local
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 "$PKI/$cert.crt")
-    client-key-data: $(base64 -w0 "$PKI/$cert.key")
-contexts:
-- name: $user@recsys-local
-  context:
-    cluster: recsys-local
-    user: $user
-current-context: $user@recsys-local
-EOF
 }
 
 # --- checks -----------------------------------------------------------------------------------------------------

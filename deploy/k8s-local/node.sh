@@ -26,6 +26,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
+source "$HERE/proc.sh"
 
 NETNS=${RECSYS_NODE_NETNS:-recsys-node}
 NODE_NAME=${RECSYS_NODE_NAME:-recsys-node-0}
@@ -58,75 +59,17 @@ case "$NODE_DNS" in
 esac
 ((DNS)) && COMPONENTS+=(coredns:coredns)
 
-die() { log "ERROR: $*"; exit 1; }
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 ctr_() { ctr -a "$SOCK" -n k8s.io "$@"; }
 in_netns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 
 # --- processes (as in cluster.sh, with the binary named per component) -------------------------------------------
 
-pid_of() {  # name: the PID when its pidfile names a live process running the component's binary
-  local name=$1 bin="" c pid exe
+binary_of() {  # name: the executable of a component (COMPONENTS pairs name:binary)
+  local c
   # (coredns too when DNS is off now: `down` still stops one that an earlier `up` started)
-  for c in "${COMPONENTS[@]}" coredns:coredns; do [[ "${c%%:*}" == "$name" ]] && bin=${c#*:}; done
-  [[ -f "$PIDS/$name.pid" ]] || return 1
-  pid=$(<"$PIDS/$name.pid") || return 1
-  [[ "$pid" =~ ^[0-9]+$ && -r "/proc/$pid/cmdline" ]] || return 1
-  IFS= read -r -d '' exe < "/proc/$pid/cmdline" 2>/dev/null || [[ -n "${exe:-}" ]] || return 1
-  [[ "$(basename -- "$exe")" == "$bin" ]] || return 1
-  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 1
-  echo "$pid"
+  for c in "${COMPONENTS[@]}" coredns:coredns; do [[ "${c%%:*}" == "$1" ]] && { echo "${c#*:}"; return; }; done
 }
-
-running() { pid_of "$1" >/dev/null; }
-
-start() {  # name cmd...: own session, output to logs/<name>.log, PID to pids/<name>.pid (nsenter execs in place)
-  local name=$1; shift
-  : > "$LOGS/$name.log"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
-  local pid=$! i
-  echo "$pid" > "$PIDS/$name.pid"
-  for ((i = 0; i < 250; i++)); do
-    running "$name" && break
-    [[ -e "/proc/$pid" ]] || break
-    sleep 0.02
-  done
-  log "started $name (pid $pid)"
-}
-
-stop() {  # name: TERM, wait up to 20 s, KILL
-  local name=$1 pid i
-  if pid=$(pid_of "$name"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do running "$name" || break; sleep 0.1; done
-    if running "$name"; then
-      log "$name (pid $pid) ignored TERM for 20 s: KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do running "$name" || break; sleep 0.1; done
-    fi
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$PIDS/$name.pid"
-}
-
-tail_log() {
-  [[ -f "$LOGS/$1.log" ]] || return 0
-  echo "----- last lines of $LOGS/$1.log -----" >&2
-  tail -n "${RECSYS_K8S_LOG_TAIL:-40}" "$LOGS/$1.log" >&2
-  echo "-----" >&2
-}
-
-wait_for() {  # name what cmd...: retry cmd; fail when process `name` dies or after $TIMEOUT s
-  local name=$1 what=$2; shift 2
-  local deadline=$((SECONDS + TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    if ! running "$name"; then tail_log "$name"; die "$name exited while waiting for $what"; fi
-    if ((SECONDS >= deadline)); then tail_log "$name"; die "timed out after ${TIMEOUT}s waiting for $what"; fi
-    sleep 0.5
-  done
-}
-
-# --- configuration ----------------------------------------------------------------------------------------------
 
 issue_client() {  # name subject: a client cert signed by the cluster CA (kept while the CA verifies it)
   local name=$1 subj=$2 ext
@@ -143,39 +86,16 @@ issue_client() {  # name subject: a client cert signed by the cluster CA (kept w
   rm -f "$ext" "$NODE_DIR/pki/$name.csr"
 }
 
-write_kubeconfig() {  # file user cert-name
-  local file=$1 user=$2 cert=$3
-  (umask 077 && cat > "$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: recsys-local
-  cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $NODE_DIR/pki/$cert.crt
-    client-key: $NODE_DIR/pki/$cert.key
-contexts:
-- name: $user@recsys-local
-  context: {cluster: recsys-local, user: $user}
-current-context: $user@recsys-local
-EOF
-  )
-}
-
 write_configs() {
   mkdir -p "$NODE_DIR"/{pki,cni/net.d,containerd,kubelet,kubelet-certs,pod-logs}
   chmod 700 "$NODE_DIR/pki"
   issue_client kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   issue_client kube-proxy "/CN=system:kube-proxy"   # bound to ClusterRole system:node-proxier by default
-  write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" kubelet
-  write_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
+  write_kubeconfig "$NODE_DIR/kubelet.kubeconfig" "system:node:$NODE_NAME" "$NODE_DIR/pki/kubelet"
+  write_kubeconfig "$NODE_DIR/kube-proxy.kubeconfig" system:kube-proxy "$NODE_DIR/pki/kube-proxy"
   if ((DNS)); then
     issue_client coredns "/CN=system:coredns"   # bound to ClusterRole recsys:coredns by apply_dns_rbac
-    write_kubeconfig "$NODE_DIR/coredns.kubeconfig" system:coredns coredns
+    write_kubeconfig "$NODE_DIR/coredns.kubeconfig" system:coredns "$NODE_DIR/pki/coredns"
     # Only the cluster's zones; other names are refused (nothing to forward to from the netns).
     cat > "$NODE_DIR/Corefile" <<EOF
 $CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {

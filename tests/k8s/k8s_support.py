@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,3 +60,36 @@ def cluster_env() -> tuple[Path, Path]:
     kubeconfig = Path(exports["KUBECONFIG"])
     bin_dir = Path(exports["PATH"].split(":", 1)[0])
     return kubeconfig, bin_dir
+
+
+# --- the real node (deploy/k8s-local/node.sh) ----------------------------------------------------------------
+
+NODE_SH = REPO / "deploy" / "k8s-local" / "node.sh"
+NETNS = os.environ.get("RECSYS_NODE_NETNS", "recsys-node")
+
+
+def node_sh(*args: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run node.sh with os.environ plus env."""
+    return subprocess.run(["bash", str(NODE_SH), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def in_node_netns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a host program inside the real node's network namespace."""
+    return subprocess.run(["nsenter", f"--net=/run/netns/{NETNS}", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def node_up(timeout: float, env: dict[str, str] | None = None) -> None:
+    """node.sh up; on failure or timeout, node.sh down and raise with both log tails."""
+    if os.geteuid() != 0:
+        pytest.fail("a real node needs root (network namespace, containerd)", pytrace=False)
+    try:
+        up = node_sh("up", timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        node_sh("down", timeout=300, env=env)
+        raise RuntimeError(f"node.sh up did not finish in {timeout:.0f}s") from None
+    if up.returncode != 0:
+        down = node_sh("down", timeout=300, env=env)
+        raise RuntimeError(f"node.sh up failed (exit {up.returncode}):\n{tail(up.stderr)}\n"
+                           f"node.sh down: {tail(down.stderr, 10)}")

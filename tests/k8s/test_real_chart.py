@@ -30,11 +30,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_support sits beside this file (importlib import mode)
-from k8s_support import REPO, K8sCluster, run, tail  # noqa: E402
+from k8s_support import REPO, K8sCluster, in_node_netns, node_sh, node_up, run, tail  # noqa: E402
 
-NODE_SH = REPO / "deploy" / "k8s-local" / "node.sh"
 CHART = REPO / "helm" / "recsys"
-NETNS = os.environ.get("RECSYS_NODE_NETNS", "recsys-node")
 NODE_NAME = os.environ.get("RECSYS_NODE_NAME", "recsys-node-0")
 NODE_IP = "10.244.0.1"
 NAMESPACE = "recsys-real-chart"
@@ -82,15 +80,7 @@ def values() -> dict:
     }
 
 
-def node_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RECSYS_NODE_DNS": "1", "RECSYS_NODE_IMAGES": " ".join(IMAGES),
-           "RECSYS_NODE_UP_TIMEOUT": "300"}
-    return subprocess.run(["bash", str(NODE_SH), *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def in_node_netns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["nsenter", f"--net=/run/netns/{NETNS}", *args], capture_output=True, text=True,
-                          timeout=timeout)
+NODE_ENV = {"RECSYS_NODE_DNS": "1", "RECSYS_NODE_IMAGES": " ".join(IMAGES), "RECSYS_NODE_UP_TIMEOUT": "300"}
 
 
 def wait_until(what: str, check, timeout: float, interval: float = 2.0, last=None):
@@ -123,20 +113,10 @@ def pod_logs(node_dir: Path, pod: dict, lines: int = 30) -> str:
 @pytest.fixture(scope="module")
 def chart_node(cluster: K8sCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The real node with DNS and the images, Kafka and Redis in its netns, and the artifacts volume."""
-    if os.geteuid() != 0:
-        pytest.fail("a real node needs root (network namespace, containerd)", pytrace=False)
     coredns = cluster.bin_dir / "coredns"
     assert coredns.exists(), f"{coredns} is missing: deploy/k8s-local/build.sh coredns"
     t0 = time.monotonic()
-    try:
-        up = node_sh("up", timeout=NODE_UP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        node_sh("down", timeout=300)
-        raise RuntimeError(f"node.sh up did not finish in {NODE_UP_TIMEOUT}s") from None
-    if up.returncode != 0:
-        down = node_sh("down", timeout=300)
-        raise RuntimeError(f"node.sh up failed (exit {up.returncode}):\n{tail(up.stderr)}\n"
-                           f"node.sh down: {tail(down.stderr, 10)}")
+    node_up(NODE_UP_TIMEOUT, env=NODE_ENV)
     timings = {"node_up": round(time.monotonic() - t0, 1)}
     node_dir = cluster.state_dir / "node"
     work = tmp_path_factory.mktemp("real-chart")
@@ -176,7 +156,7 @@ def chart_node(cluster: K8sCluster, tmp_path_factory: pytest.TempPathFactory) ->
             for script, state in (("kafka.sh", kafka_dir), ("redis.sh", redis_dir)):
                 subprocess.run(["bash", str(local / script), "stop", "--state-dir", str(state)], capture_output=True,
                                timeout=90)
-            down = node_sh("down", timeout=300)
+            down = node_sh("down", timeout=300, env=NODE_ENV)
             print(f"\nnode.sh down (exit {down.returncode}):\n{tail(down.stderr, 20)}")
             shutil.rmtree(volume, ignore_errors=True)
 

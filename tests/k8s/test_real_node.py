@@ -29,11 +29,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_support sits beside this file (importlib import mode)
-from k8s_support import REPO, K8sCluster, run, tail  # noqa: E402
+from k8s_support import NETNS, REPO, K8sCluster, in_node_netns, node_sh, node_up, run, tail  # noqa: E402
 
-NODE_SH = REPO / "deploy" / "k8s-local" / "node.sh"
 GATEWAY_CHART = REPO / "helm" / "recsys" / "charts" / "gateway"
-NETNS = os.environ.get("RECSYS_NODE_NETNS", "recsys-node")
 NODE_NAME = os.environ.get("RECSYS_NODE_NAME", "recsys-node-0")
 NODE_UP_TIMEOUT = 900  # a first `up` imports the gateway image (~0.5 GB) into the node's containerd
 NAMESPACE = "recsys-real-node"
@@ -104,30 +102,11 @@ def pod_spec(command: list[str], *, env: list[dict] | None = None, restart: str 
     }
 
 
-def node_sh(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(NODE_SH), *args], capture_output=True, text=True, timeout=timeout)
-
-
-def in_node_netns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(["nsenter", f"--net=/run/netns/{NETNS}", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def real_node(cluster: K8sCluster) -> Iterator[Path]:
     """node.sh up (a kubelet + containerd + kube-proxy in netns NETNS) for this module; down at its end.
     Yields the node's state folder."""
-    if os.geteuid() != 0:
-        pytest.fail("a real node needs root (network namespace, containerd)", pytrace=False)
-    try:
-        up = node_sh("up", timeout=NODE_UP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        node_sh("down", timeout=180)
-        raise RuntimeError(f"node.sh up did not finish in {NODE_UP_TIMEOUT}s") from None
-    if up.returncode != 0:
-        down = node_sh("down", timeout=180)
-        raise RuntimeError(f"node.sh up failed (exit {up.returncode}):\n{tail(up.stderr)}\n"
-                           f"node.sh down: {tail(down.stderr, 10)}")
+    node_up(NODE_UP_TIMEOUT)
     try:
         yield cluster.state_dir / "node"
     finally:
