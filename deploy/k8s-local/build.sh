@@ -6,6 +6,7 @@
 #   deploy/k8s-local/build.sh            # everything
 #   deploy/k8s-local/build.sh tools      # only grpc-health-probe and grpcurl (the container smoke test)
 #   deploy/k8s-local/build.sh coredns    # only CoreDNS (the real node's cluster DNS, node.sh)
+#   deploy/k8s-local/build.sh packages   # only the Debian packages (etcd, containerd, socat, ...; `all` does it first)
 #
 # Cache: $RECSYS_K8S_CACHE (default ~/.cache/recsys-k8s): bin/, the generated Go module, GOMODCACHE and GOCACHE.
 # Cold on 2 cores: ~25 min (measured 17.5 min for Kubernetes and kwok, 6 min for CoreDNS); warm: < 1 s.
@@ -19,6 +20,19 @@ GRPCURL_VERSION=${GRPCURL_VERSION:-v1.9.3}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
 export GOMODCACHE="$K8S_CACHE/go/mod" GOCACHE="$K8S_CACHE/go/build" GOFLAGS=-mod=mod GOTOOLCHAIN=local
 mkdir -p "$K8S_BIN"
+
+# Debian packages the local cluster, the real node and the image builds use, installed when missing.
+DEBIAN_PACKAGES=(etcd-server containerd runc containernetworking-plugins socat iptables iproute2 conntrack openssl curl
+  debootstrap docker.io)
+install_packages() {
+  local missing=() pkg
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
 
 build_tool() {  # name module version
   local name=$1 module=$2 version=$3
@@ -104,7 +118,8 @@ case "${1:-all}" in
   k8s) build_k8s ;;
   kwok) build_kwok ;;
   coredns) build_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
-  all) build_tools; build_k8s; build_kwok; build_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
-  *) echo "usage: $0 [all|tools|k8s|kwok|coredns]" >&2; exit 2 ;;
+  packages) install_packages ;;
+  all) install_packages; build_tools; build_k8s; build_kwok; build_tool coredns github.com/coredns/coredns "$COREDNS_VERSION" ;;
+  *) echo "usage: $0 [all|packages|tools|k8s|kwok|coredns]" >&2; exit 2 ;;
 esac
 log "binaries in $K8S_BIN: $(ls "$K8S_BIN" | tr '\n' ' ')"
