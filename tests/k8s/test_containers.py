@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file (importlib import mode)
-from docker_pods import Docker, PodRunner, config_data, holder_pid, in_netns, wait_until  # noqa: E402
+from docker_pods import Docker, PodRunner, config_data, holder_pid, in_netns  # noqa: E402
+from k8s_support import HELM, helm_env, wait_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("RECSYS_K8S_CACHE", Path.home() / ".cache" / "recsys-k8s"))
@@ -54,11 +55,8 @@ def docker_host() -> str:
 
 
 def helm_template(values: Path) -> list[dict]:
-    helm = Path(sys.executable).with_name("helm")
-    home = values.parent / "helm-home"
-    env = {**os.environ, **{k: str(home / k.lower()) for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME",
-                                                                 "HELM_DATA_HOME")}}
-    out = subprocess.run([str(helm), "template", RELEASE, str(REPO / "helm" / "recsys"), "--namespace", "recsys",
+    env = helm_env(values.parent / "helm-home")
+    out = subprocess.run([str(HELM), "template", RELEASE, str(REPO / "helm" / "recsys"), "--namespace", "recsys",
                           "-f", str(values)], capture_output=True, text=True, env=env, timeout=120, check=True).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -172,7 +170,7 @@ def test_every_service_container_reaches_serving(pod_stack):
             assert state == "running", f"{container} is {state}:\n{docker.logs(container)}"
             return in_netns(pid, probe, check=False).returncode == 0
 
-        wait_until(serving, 300, 2, f"{service} SERVING")
+        wait_until(f"{service} SERVING", serving, 300, 2)
         # Hardened as the chart asks: uid 10001, read-only root filesystem.
         info = json.loads(docker("inspect", container))[0]
         assert info["Config"]["User"].startswith("10001:") and info["HostConfig"]["ReadonlyRootfs"]
@@ -190,7 +188,7 @@ def test_gateway_answers_recommend_through_reflection(pod_stack):
         full = not reply.get("degraded") and len(reply.get("items", [])) == 10
         return full and bool(reply.get("model_version"))
 
-    wait_until(full_answer, 120, 2, "a Recommend that is not degraded", last=lambda: answers[-1])
+    wait_until("a Recommend that is not degraded", full_answer, 120, 2, last=lambda: answers[-1])
     reply = answers[-1]
     assert len({item["item_id"] for item in reply["items"]}) == 10
     assert {t["hop"]: t["status"] for t in reply["timings"]}.get("rank") == "ok", reply["timings"]
@@ -207,6 +205,6 @@ def test_a_stopped_service_degrades_answers_without_error(pod_stack):
         reply = recommend(pid, port, pod_stack["user"])
         return bool(reply.get("degraded"))
 
-    wait_until(degraded, 60, 1, "a degraded answer after ranking stopped", last=lambda: reply)
+    wait_until("a degraded answer after ranking stopped", degraded, 60, 1, last=lambda: reply)
     assert len(reply["items"]) == 10
     assert any("rank" in reason for reason in reply.get("degraded_reasons", [])), reply

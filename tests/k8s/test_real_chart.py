@@ -30,7 +30,18 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_support sits beside this file (importlib import mode)
-from k8s_support import REPO, K8sCluster, in_node_netns, node_sh, node_up, run, tail  # noqa: E402
+from k8s_support import (  # noqa: E402
+    HELM,
+    REPO,
+    K8sCluster,
+    helm_env,
+    in_node_netns,
+    node_sh,
+    node_up,
+    run,
+    tail,
+    wait_until,
+)
 
 CHART = REPO / "helm" / "recsys"
 NODE_NAME = os.environ.get("RECSYS_NODE_NAME", "recsys-node-0")
@@ -81,18 +92,6 @@ def values() -> dict:
 
 
 NODE_ENV = {"RECSYS_NODE_DNS": "1", "RECSYS_NODE_IMAGES": " ".join(IMAGES), "RECSYS_NODE_UP_TIMEOUT": "300"}
-
-
-def wait_until(what: str, check, timeout: float, interval: float = 2.0, last=None):
-    deadline = time.monotonic() + timeout
-    result = None
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    detail = last() if last else result
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {detail!r})", pytrace=False)
 
 
 def pod_logs(node_dir: Path, pod: dict, lines: int = 30) -> str:
@@ -167,9 +166,8 @@ def test_umbrella_chart_on_the_real_node_recommends_ranked_items(cluster: K8sClu
     tools = cluster.bin_dir
     node_dir, timings = chart_node["node_dir"], chart_node["timings"]
     (chart_node["work"] / "values.json").write_text(json.dumps(values()))
-    helm_env = {**cluster.env, **{k: str(cluster.state_dir / "helm" / k.lower())
-                                  for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}}
-    helm = [str(Path(sys.executable).with_name("helm"))]
+    env = helm_env(cluster.state_dir / "helm", cluster.env)
+    helm = [str(HELM)]
     cluster.run_kubectl("create", "namespace", NAMESPACE)
 
     def pods() -> list[dict]:
@@ -186,7 +184,7 @@ def test_umbrella_chart_on_the_real_node_recommends_ranked_items(cluster: K8sClu
         # Returns when the post-install hooks (train, materialize) have completed; the Deployments start meanwhile.
         install = run([*helm, "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f",
                        str(chart_node["work"] / "values.json"), "--timeout", "15m"],
-                      env=helm_env, check=False, timeout=960)
+                      env=env, check=False, timeout=960)
         timings["helm_install_with_hooks"] = round(time.monotonic() - t0, 1)
         if install.returncode != 0:
             pytest.fail(f"helm install: {install.stdout}{install.stderr}\n{diagnostics()}", pytrace=False)
@@ -256,5 +254,5 @@ def test_umbrella_chart_on_the_real_node_recommends_ranked_items(cluster: K8sClu
         print(f"timings (s): {timings}")
     finally:
         if os.environ.get("RECSYS_K8S_KEEP") != "1":
-            run([*helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "3m"], env=helm_env,
+            run([*helm, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "3m"], env=env,
                 check=False, timeout=240)

@@ -29,7 +29,19 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_support sits beside this file (importlib import mode)
-from k8s_support import NETNS, REPO, K8sCluster, in_node_netns, node_sh, node_up, run, tail  # noqa: E402
+from k8s_support import (  # noqa: E402
+    HELM,
+    NETNS,
+    REPO,
+    K8sCluster,
+    helm_env,
+    in_node_netns,
+    node_sh,
+    node_up,
+    run,
+    tail,
+    wait_until,
+)
 
 GATEWAY_CHART = REPO / "helm" / "recsys" / "charts" / "gateway"
 NODE_NAME = os.environ.get("RECSYS_NODE_NAME", "recsys-node-0")
@@ -114,17 +126,6 @@ def real_node(cluster: K8sCluster) -> Iterator[Path]:
                             "--timeout=90s", check=False, timeout=120)
         down = node_sh("down", timeout=300)
         print(f"\nnode.sh down (exit {down.returncode}):\n{tail(down.stderr, 20)}")
-
-
-def wait_until(what: str, check, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})", pytrace=False)
 
 
 def pod_log(node_dir: Path, pod: dict, container: str = "main") -> str:
@@ -267,9 +268,8 @@ def test_chart_gateway_runs_on_the_real_node_and_answers_through_its_service(clu
         "extraVolumeMounts": [{"name": "models", "mountPath": "/etc/recsys/models", "readOnly": True}],
     }
     (tmp_path / "values.yaml").write_text(json.dumps(values))
-    helm_env = {**cluster.env, **{k: str(cluster.state_dir / "helm" / k.lower())
-                                  for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}}
-    helm = [str(Path(sys.executable).with_name("helm"))]
+    env = helm_env(cluster.state_dir / "helm", cluster.env)
+    helm = [str(HELM)]
     cluster.run_kubectl("create", "namespace", ns)
     try:
         cluster.run_kubectl("-n", ns, "create", "configmap", "smoke-models",
@@ -277,7 +277,7 @@ def test_chart_gateway_runs_on_the_real_node_and_answers_through_its_service(clu
                             f"--from-file={tmp_path / 'item_features.parquet'}")
         t0 = time.monotonic()
         install = run([*helm, "install", release, str(GATEWAY_CHART), "-n", ns, "-f", str(tmp_path / "values.yaml"),
-                       "--wait", "--timeout", "3m"], env=helm_env, check=False, timeout=240)
+                       "--wait", "--timeout", "3m"], env=env, check=False, timeout=240)
         pods = json.loads(cluster.run_kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
         if install.returncode != 0:
             pytest.fail(f"helm install: {install.stdout}{install.stderr}\n"
@@ -301,7 +301,7 @@ def test_chart_gateway_runs_on_the_real_node_and_answers_through_its_service(clu
         print(f"Recommend via ClusterIP {addr}: {[i['item_id'] for i in answers[0]['items']]} "
               f"(degraded: {answers[0].get('degraded_reasons')})")
     finally:
-        run([*helm, "uninstall", release, "-n", ns, "--wait", "--timeout", "2m"], env=helm_env, check=False,
+        run([*helm, "uninstall", release, "-n", ns, "--wait", "--timeout", "2m"], env=env, check=False,
             timeout=180)
         cluster.run_kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=90s",
                             check=False, timeout=120)
