@@ -50,6 +50,7 @@ k8s-down:
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests benchmarks
+	$(BIN)/lint-imports
 
 protos: $(STAMP)
 	$(BIN)/recsys protos

@@ -49,7 +49,7 @@ def _hops(stats: dict[str, dict[str, float]]) -> str:
 
 def _catalogue(cfg: StackConfig, built: Path, n_items: int) -> dict:
     """Extend the trained version's catalogue to `n_items`, then materialize and index it (once per --work)."""
-    from recsys.training.registry import Registry
+    from recsys.model.registry import Registry
 
     record = json.loads(built.read_text())
     if record.get("catalogue", {}).get("items") == n_items:

@@ -28,7 +28,7 @@ def _log(msg: str) -> None:
 
 def cached_version(root: Path, params: dict) -> Path | None:
     """The newest version of the registry at `root` whose manifest's `benchmark` entry equals `params`."""
-    from recsys.training.registry import Registry
+    from recsys.model.registry import Registry
 
     registry = Registry(root)
     for version in reversed(registry.versions()):
@@ -42,8 +42,9 @@ def _embed_new_items(trained: Path, extra: int):
     import pandas as pd
     import torch
 
+    from recsys.model.spec import FeatureSpec
     from recsys.training.data import generate
-    from recsys.training.features import FeatureSpec, build_item_features
+    from recsys.training.features import build_item_features
     from recsys.training.two_tower import TwoTowerConfig, TwoTowerNet
 
     spec = FeatureSpec.from_dict(json.loads((trained / "feature_spec.json").read_text()))
@@ -81,7 +82,7 @@ def extend_catalogue(trained: Path, root: Path, n_items: int) -> Path:
     """The version (in the registry at `root`, made `latest`) with `n_items` items; built unless cached."""
     import pandas as pd
 
-    from recsys.training.registry import Registry
+    from recsys.model.registry import Registry
 
     params = {"items": n_items, "from": str(trained), "seed": 1}
     found = cached_version(root, params)

@@ -59,14 +59,15 @@ def _percentiles(samples_s: list[float]) -> tuple[float, float, float]:
 def _prepare(args, env: dict[str, str]) -> tuple[list[str], list[str], float]:
     """Dataset -> offline tables -> materialized serving views; returns user ids, item ids, seconds."""
     os.environ.update(env)
-    from recsys.features import materialize, offline
+    from recsys.features import materialize
     from recsys.features.settings import FeatureSettings
     from recsys.training.data.synthetic import generate
+    from recsys.training.features import write_offline_tables
 
     settings = FeatureSettings.from_env()
     t0 = time.perf_counter()
     ds = generate(n_interactions=args.interactions, n_users=args.users, n_items=args.items, seed=0)
-    offline.write_offline_tables(ds, settings.offline_dir)
+    write_offline_tables(ds, settings.offline_dir)
     print(f"dataset and offline tables: {time.perf_counter() - t0:.1f}s "
           f"({args.users} users, {args.items} items, {args.interactions} interactions)")
     views = None if args.all_views else ["user_vector", "item_vector", "user_history"]

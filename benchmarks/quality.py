@@ -24,12 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import recsys.training  # noqa: F401  (sets the OpenMP wait policy before torch loads)
-from recsys.training.data.loaders import load_dataset, save_dataset
-from recsys.training.data.synthetic import generate
-from recsys.training.evaluate import evaluate
-from recsys.training.pipeline import TrainConfig
-from recsys.training.report import clean, write_report
+from recsys.common.entry import process_defaults
+
+process_defaults()  # the OpenMP wait policy, before torch and LightGBM load
+
+from recsys.training.data.loaders import load_dataset, save_dataset  # noqa: E402
+from recsys.training.data.synthetic import generate  # noqa: E402
+from recsys.training.evaluate import evaluate  # noqa: E402
+from recsys.training.pipeline import TrainConfig  # noqa: E402
+from recsys.training.report import clean, write_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"

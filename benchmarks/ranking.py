@@ -47,13 +47,13 @@ def _pct(values: list[float], q: float) -> float:
 
 def train_registry(root: Path, interactions: int) -> None:
     """One registry version from the real pipeline; small retrieval models, production-size rankers."""
-    from recsys.training.bundle import save_bundle
+    from recsys.model.bundle import save_bundle
+    from recsys.model.rankers.dcn import DCNConfig
+    from recsys.model.rankers.lightgbm import LGBMConfig
+    from recsys.model.registry import Registry
     from recsys.training.data import generate
-    from recsys.training.dcn import DCNConfig
-    from recsys.training.lgbm import LGBMConfig
     from recsys.training.mf import ALSConfig
     from recsys.training.pipeline import TrainConfig, train_all
-    from recsys.training.registry import Registry
     from recsys.training.two_tower import TwoTowerConfig
 
     cfg = TrainConfig(
@@ -75,7 +75,7 @@ class Requests:
     def __init__(self, version_dir: Path, candidates: int) -> None:
         import pandas as pd
 
-        from recsys.training.features import FeatureSpec
+        from recsys.model.spec import FeatureSpec
 
         self.spec = FeatureSpec.from_dict(json.loads((version_dir / "feature_spec.json").read_text()))
         users = pd.read_parquet(version_dir / "features" / "user_features.parquet")
@@ -304,9 +304,9 @@ def main() -> int:
         import grpc
 
         from recsys.common.logs import configure_logging
+        from recsys.model.registry import Registry
         from recsys.ranking.runtime import RankingRuntime
         from recsys.ranking.settings import RankingSettings
-        from recsys.training.registry import Registry
         from recsys.v1 import ranking_pb2_grpc
 
         configure_logging("ranking-bench", "WARNING")

@@ -56,7 +56,9 @@ def _train_version(root: Path, args: argparse.Namespace) -> Path:
     import pandas as pd
     import torch
 
-    from recsys.training.bundle import ModelBundle, save_bundle
+    from recsys.model.bundle import ModelBundle, save_bundle
+    from recsys.model.ids import IdIndex
+    from recsys.model.registry import Registry
     from recsys.training.data import generate
     from recsys.training.features import (
         build_feature_spec,
@@ -64,8 +66,6 @@ def _train_version(root: Path, args: argparse.Namespace) -> Path:
         build_user_features,
         build_user_history,
     )
-    from recsys.training.ids import IdIndex
-    from recsys.training.registry import Registry
     from recsys.training.two_tower import TwoTowerConfig, train_two_tower
 
     params = {"items": args.train_items, "interactions": args.interactions, "epochs": args.epochs, "seed": 0}
@@ -135,7 +135,7 @@ def _requests(model_dir: Path, n: int, seed: int) -> list[tuple[str, list[str], 
     """(user, feature names, recent items most recent first, feature row) for n random users."""
     import pandas as pd
 
-    from recsys.training.features import FeatureSpec
+    from recsys.model.spec import FeatureSpec
 
     spec = FeatureSpec.from_dict(json.loads((model_dir / "feature_spec.json").read_text()))
     users = pd.read_parquet(model_dir / "features" / "user_features.parquet")
@@ -172,7 +172,7 @@ def main() -> None:
     from google.protobuf.json_format import ParseDict  # noqa: F401  (import cost outside the timings)
 
     from recsys.common.clients import insecure_channel
-    from recsys.training.two_tower import UserEncoder
+    from recsys.model.user_encoder import UserEncoder
     from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,12 @@ import argparse
 import importlib
 import sys
 
+from recsys.common.entry import process_defaults
 from recsys.common.errors import CliError
 
 COMMAND_MODULES = (
-    "recsys.common.config_commands",
+    "recsys.config_commands",
+    "recsys.client_commands",
     "recsys.common.auth_commands",
     "recsys.common.protogen",
     "recsys.training.data.commands",
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `recsys` console script."""
+    process_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

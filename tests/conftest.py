@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from recsys.common.entry import process_defaults
 from recsys.common.ports import free_port
+
+process_defaults()  # before any test imports torch or LightGBM, as the recsys processes do
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "local"
 

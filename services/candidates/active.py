@@ -19,16 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from recsys.candidates import schema
-from recsys.candidates.breaker import Breaker
-from recsys.candidates.catalog import load_catalog, load_spec
+from recsys.candidates.catalog import load_catalog
 from recsys.candidates.filters import GenreVocabulary
 from recsys.candidates.milvus import Milvus
 from recsys.candidates.popularity import PopularityIndex
 from recsys.candidates.segments import DemographicSegments, build_segments
 from recsys.candidates.versions import VersionInfo, VersionStore
-from recsys.training.features import FeatureSpec
-from recsys.training.registry import Registry, RegistryError, resolve_model_dir
-from recsys.training.user_encoder import UserEncoder
+from recsys.common.breaker import Breaker
+from recsys.model.bundle import load_spec
+from recsys.model.layout import BundleLayout
+from recsys.model.registry import Registry, RegistryError, resolve_model_dir
+from recsys.model.spec import FeatureSpec
+from recsys.model.user_encoder import UserEncoder
 
 log = logging.getLogger("recsys.candidates.active")
 
@@ -55,7 +57,7 @@ class ServingVersion:
 
 
 def _model_dir(info: VersionInfo, models_root: str) -> Path:
-    if info.model_dir and Path(info.model_dir, "two_tower").is_dir():
+    if info.model_dir and BundleLayout(info.model_dir).two_tower.is_dir():
         return Path(info.model_dir)
     return resolve_model_dir(models_root, info.model_version)
 
@@ -63,7 +65,7 @@ def _model_dir(info: VersionInfo, models_root: str) -> Path:
 def load_serving_version(info: VersionInfo, model_dir: Path, searchable: bool = True) -> ServingVersion:
     """Load the user tower, spec and catalogue (no embeddings) of `info`'s model version."""
     spec = load_spec(model_dir)
-    encoder = UserEncoder.load(model_dir / "two_tower")
+    encoder = UserEncoder.load(BundleLayout(model_dir).user_tower)
     catalog = load_catalog(model_dir, with_embeddings=False)
     genre_names = dict(zip(spec.genres, spec.genre_names, strict=True))
     columns = {name: i for i, name in enumerate(spec.user_features)}

@@ -1,7 +1,7 @@
 """The item catalogue the index is built from: ids, two-tower embeddings, genres, availability, popularity.
 
 `load_catalog(model_dir)` reads one registry version written by the training package (layout in
-`recsys.training.bundle`): `two_tower/item_ids.json` + `item_embeddings.npy` (L2-normalised rows),
+`recsys.model.layout`): `two_tower/item_ids.json` + `item_embeddings.npy` (L2-normalised rows),
 `feature_spec.json` (the genre vocabulary), `features/item_features.parquet` (`item_genre_<g>` flags,
 and an `available` / `item_available` column when the catalogue has one; otherwise every item is
 available) and `popularity/popularity.parquet` (interaction counts).
@@ -9,7 +9,6 @@ available) and `popularity/popularity.parquet` (interaction counts).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys.training.features import FeatureSpec
+from recsys.model.bundle import load_item_ids, load_spec
+from recsys.model.layout import BundleLayout
 
 AVAILABILITY_COLUMNS = ("available", "item_available")
 
@@ -86,24 +86,20 @@ class ItemCatalog:
         )
 
 
-def load_spec(model_dir: Path) -> FeatureSpec:
-    return FeatureSpec.from_dict(json.loads((Path(model_dir) / "feature_spec.json").read_text()))
-
-
 def load_catalog(model_dir: str | Path, with_embeddings: bool = True) -> ItemCatalog:
     """The catalogue of one registry version (see the module docstring for the files read)."""
     model_dir = Path(model_dir)
-    tower = model_dir / "two_tower"
-    ids = np.asarray(json.loads((tower / "item_ids.json").read_text()), dtype=object)
+    src = BundleLayout(model_dir)
+    ids = np.asarray(load_item_ids(model_dir), dtype=object)
     index = pd.Index(ids)
     embeddings = None
     if with_embeddings:
-        embeddings = np.load(tower / "item_embeddings.npy", mmap_mode="r")
+        embeddings = np.load(src.item_embeddings, mmap_mode="r")
         if embeddings.shape[0] != len(ids):
-            raise ValueError(f"{tower}: {embeddings.shape[0]} embeddings for {len(ids)} item ids")
+            raise ValueError(f"{src.two_tower}: {embeddings.shape[0]} embeddings for {len(ids)} item ids")
     spec = load_spec(model_dir)
     genre_columns = [f"item_genre_{name}" for name in spec.genre_names]
-    features_path = model_dir / "features" / "item_features.parquet"
+    features_path = src.item_features
     available = np.ones(len(ids), dtype=bool)
     matrix = np.zeros((len(ids), len(spec.genres)), dtype=bool)
     if features_path.exists():
@@ -119,7 +115,7 @@ def load_catalog(model_dir: str | Path, with_embeddings: bool = True) -> ItemCat
         if avail_col:
             available[rows[ok]] = frame[avail_col].fillna(True).astype(bool).to_numpy()[ok]
     popularity = np.zeros(len(ids), dtype=np.float32)
-    pop_path = model_dir / "popularity" / "popularity.parquet"
+    pop_path = src.popularity
     if pop_path.exists():
         pop = pd.read_parquet(pop_path)
         rows = index.get_indexer(pop["item_id"].astype(str).to_numpy(dtype=object))

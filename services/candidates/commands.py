@@ -53,7 +53,7 @@ def _index(args: argparse.Namespace) -> int:
     from recsys.candidates.milvus import MilvusTarget, connect
     from recsys.candidates.schema import parse_params
     from recsys.candidates.versions import NoActiveVersion, VersionStore
-    from recsys.training.registry import RegistryError
+    from recsys.model.registry import RegistryError
 
     target = MilvusTarget.from_env()
     try:
@@ -106,10 +106,12 @@ def _build(args: argparse.Namespace, client, store, cfg) -> dict:
 
     from recsys.candidates import indexer
     from recsys.candidates.catalog import load_catalog
-    from recsys.training.registry import MANIFEST, resolve_model_dir
+    from recsys.model.layout import BundleLayout
+    from recsys.model.registry import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model or settings.MODELS_DIR.str(), args.version).resolve()
-    manifest = json.loads((model_dir / MANIFEST).read_text()) if (model_dir / MANIFEST).exists() else {}
+    manifest_path = BundleLayout(model_dir).manifest
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     model_version = str(manifest.get("version") or model_dir.name)
     catalog = load_catalog(model_dir)
     with tqdm(total=len(catalog), desc="index", unit="item", disable=args.quiet, file=sys.stderr) as bar:

@@ -22,13 +22,13 @@ from prometheus_client import Counter
 
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
-from recsys.candidates.breaker import Breaker
-from recsys.candidates.features_client import FeatureFetcher, UserContext, matrix_row
 from recsys.candidates.filters import FilterSpec, check_unknown_fields, milvus_expr, parse_filter, validate_item_ids
 from recsys.candidates.milvus import Milvus
 from recsys.candidates.search_batch import BatchTimeout, SearchBatcher
 from recsys.candidates.top_k import search_top_k_many
+from recsys.common.breaker import Breaker
 from recsys.common.errors import InvalidArgument, NotFound, Unavailable
+from recsys.common.feature_client import FeatureClient, UserContext, matrix_row
 from recsys.v1 import candidates_pb2
 
 log = logging.getLogger("recsys.candidates.retrieval")
@@ -73,7 +73,7 @@ class Retriever:
         self,
         active: ActiveIndex,
         milvus: Milvus,
-        fetcher: FeatureFetcher | None,
+        fetcher: FeatureClient | None,
         settings: RetrievalSettings,
         milvus_breaker: Breaker,
         search_workers: int = 16,
@@ -195,7 +195,7 @@ class Retriever:
             # the gateway passes recent items most recent first, like GetRecentItems
             return UserContext(features=row, found=found or bool(recent), recent_items=recent[::-1], source="request")
         if self.fetcher is not None and self.fetcher.enabled and request.user_id:
-            return self.fetcher.fetch(request.user_id, names, metadata)
+            return self.fetcher.user_context(request.user_id, names, metadata)
         return UserContext()
 
     def _favourite_genres(self, version: ServingVersion, context: UserContext) -> tuple[int, ...]:

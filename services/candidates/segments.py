@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.candidates.popularity import PopularityIndex
-from recsys.training.features import FeatureSpec
+from recsys.model.layout import BundleLayout
+from recsys.model.spec import FeatureSpec
 
 log = logging.getLogger("recsys.candidates.segments")
 
@@ -57,8 +58,8 @@ def one_hot_groups(spec: FeatureSpec) -> list[list[int]]:
 def build_segments(spec: FeatureSpec, model_dir: Path, popularity: PopularityIndex) -> DemographicSegments:
     """Segment lists from the registry version's user features and histories (empty when either is missing)."""
     groups = one_hot_groups(spec)
-    users_path = model_dir / "features" / "user_features.parquet"
-    history_path = model_dir / "features" / "user_history.parquet"
+    users_path = BundleLayout(model_dir).user_features
+    history_path = BundleLayout(model_dir).user_history
     if not groups or not users_path.exists() or not history_path.exists():
         return DemographicSegments()
     columns = [spec.user_features[i] for group in groups for i in group]

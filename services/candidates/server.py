@@ -9,13 +9,13 @@ import grpc
 
 from recsys.candidates import settings
 from recsys.candidates.active import ActiveIndex
-from recsys.candidates.breaker import Breaker
-from recsys.candidates.features_client import FeatureFetcher
 from recsys.candidates.milvus import Milvus, MilvusTarget, connect
 from recsys.candidates.retrieval import RetrievalSettings, Retriever
 from recsys.candidates.schema import parse_params
+from recsys.common.breaker import Breaker
+from recsys.common.feature_client import FeatureClient
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
-from recsys.training.features import HISTORY_LEN
+from recsys.model.spec import HISTORY_LEN
 from recsys.v1 import candidates_pb2, candidates_pb2_grpc
 
 log = logging.getLogger("recsys.candidates.server")
@@ -45,7 +45,7 @@ class CandidateService:
     milvus: Milvus
     active: ActiveIndex
     retriever: Retriever
-    fetcher: FeatureFetcher
+    fetcher: FeatureClient
     server: GrpcServer
 
     def close(self) -> None:
@@ -71,11 +71,11 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None) -
     version = active.current
     # Fetch the whole stored history: all of it is excluded as seen; the user tower reads only its tail.
     history_len = max(HISTORY_LEN, version.encoder.history_len if version is not None else 0)
-    fetcher = FeatureFetcher(
+    fetcher = FeatureClient(
         settings.FEATURES_ADDR.str(),
-        settings.FEATURES_TIMEOUT_MS.float() / 1000.0,
-        history_len,
-        Breaker(threshold=3, cooldown_s=settings.BREAKER_COOLDOWN_S.float()),
+        timeout_s=settings.FEATURES_TIMEOUT_MS.float() / 1000.0,
+        breaker=Breaker(threshold=3, cooldown_s=settings.BREAKER_COOLDOWN_S.float()),
+        recent_limit=history_len,
     )
     retriever = Retriever(
         active,

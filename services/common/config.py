@@ -149,7 +149,7 @@ AUTH_JWT_ISSUER = declare("RECSYS_AUTH_JWT_ISSUER", "", "Required `iss` of beare
 AUTH_JWT_AUDIENCE = declare("RECSYS_AUTH_JWT_AUDIENCE", "", "Required `aud` of bearer tokens (empty = not checked)")
 AUTH_JWT_LEEWAY_S = declare("RECSYS_AUTH_JWT_LEEWAY_S", 30.0, "Clock skew tolerated on `exp` / `nbf` (seconds)")
 
-# Kafka client security, applied to every producer, consumer and admin client (services/common/kafka.py).
+# Kafka client security, applied to every producer, consumer and admin client (services/common/kafka/clients.py).
 KAFKA_SECURITY_PROTOCOL = declare(
     "RECSYS_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
 )

@@ -1,7 +1,7 @@
 """`python -m recsys.features`: the features process (the image's, the chart's and the local stack's command)."""
 
 from recsys.common.entry import run_service
-from recsys.features.server import main
+from recsys.features.main import main
 
 if __name__ == "__main__":
     run_service("features", main)

@@ -9,9 +9,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from recsys.common.commands import add_serve_command
 from recsys.common.config import VAR_DIR
 from recsys.common.errors import CliError, FailedPrecondition
-from recsys.features import settings  # noqa: F401  (declares the service's environment variables)
+from recsys.features import settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     features = subparsers.add_parser("features", help="the feature service (Feast online features over gRPC)")
     sub = features.add_subparsers(dest="features_command", required=True)
-    serve = sub.add_parser("serve", help="serve FeatureService over gRPC")
-    serve.add_argument("--port", type=int, default=None, help="gRPC port (default RECSYS_FEATURES_PORT)")
-    serve.set_defaults(func=_serve)
+    add_serve_command(sub, __package__, "serve FeatureService over gRPC", settings.PORT)
     consume = sub.add_parser("consume", help="consume the events topic into the streaming features")
     consume.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default RECSYS_KAFKA_BOOTSTRAP)")
     consume.set_defaults(func=_consume)
@@ -49,24 +48,15 @@ def _materialize(args: argparse.Namespace) -> int:
     try:
         if args.data is not None:
             from recsys.training.data.loaders import load_dataset
+            from recsys.training.features import write_offline_tables
 
-            paths = offline.write_offline_tables(load_dataset(args.data), cfg.offline_dir)
+            paths = write_offline_tables(load_dataset(args.data), cfg.offline_dir)
             print(f"wrote {len(paths)} offline tables to {cfg.offline_dir}")
         report = materialize.materialize(cfg, views or None, full=args.full)
     except (offline.OfflineTableError, materialize.MaterializeError, StoreConfigError) as exc:
         raise CliError(str(exc)) from exc
     modes = ", ".join(f"{view} ({mode})" for view, mode in sorted(report.modes.items()))
     print(f"materialized up to {report.end:%Y-%m-%d %H:%M:%S} UTC in {report.seconds:.1f}s: {modes}")
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from recsys.features.server import main
-
-    try:
-        main(port=args.port)
-    except FailedPrecondition as exc:
-        raise CliError(exc.message) from exc
     return 0
 
 

@@ -1,6 +1,6 @@
 """The streaming consumer: a Kafka consumer group on the events topic feeding the stream views.
 
-Built on `recsys.common.kafka.ConsumerLoop` (at-least-once: offsets are committed only after the handler
+Built on `recsys.common.kafka.loop.ConsumerLoop` (at-least-once: offsets are committed only after the handler
 returned, i.e. after the Feast writes succeeded; undecodable records go to the dead-letter topic and the loop
 goes on). ConsumerLoop hands the decoder only a record's value, so `_PositionTracker` remembers where each
 polled value came from; the updater uses partitions and offsets to keep item counters exact across replays.
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer
 
-from recsys.common import kafka
+from recsys.common.kafka import clients, codec
+from recsys.common.kafka.loop import ConsumerLoop
 from recsys.features import settings as feature_settings
 from recsys.features.streaming import ApplyResult, StreamEvent, StreamUpdater
 from recsys.v1 import events_pb2
@@ -84,16 +85,16 @@ class EventConsumer:
         self.topic = topic or feature_settings.events_topic()
         self.stats = ConsumerStats(record_lags=record_lags)
         self.on_batch = on_batch
-        self._kafka_consumer = kafka.make_consumer(
+        self._kafka_consumer = clients.make_consumer(
             group_id or feature_settings.CONSUMER_GROUP.str(),
             [self.topic],
             bootstrap,
             max_poll_records=max_records,
-            **kafka.batched_fetch(feature_settings.CONSUMER_FETCH_WAIT_MS.int()),
+            **clients.batched_fetch(feature_settings.CONSUMER_FETCH_WAIT_MS.int()),
         )
         self._tracker = _PositionTracker(self._kafka_consumer)
-        self._producer = kafka.make_producer(bootstrap)
-        self.loop = kafka.ConsumerLoop(
+        self._producer = clients.make_producer(bootstrap)
+        self.loop = ConsumerLoop(
             self._tracker,
             self._decode,
             self._handle,
@@ -103,7 +104,7 @@ class EventConsumer:
         )
 
     def _decode(self, data: bytes | None) -> StreamEvent:
-        event = kafka.decode(events_pb2.Event, data)
+        event = codec.decode(events_pb2.Event, data)
         partition, offset = self._tracker.positions.get(id(data), (-1, -1))
         return StreamEvent(event, partition, offset)
 

@@ -1,7 +1,8 @@
 """The Feast offline store: the parquet feature tables of the training pipeline, and their packed form.
 
-The training feature pipeline (`recsys.training.features`) produces one table per entity, keyed by
-`user_id` / `item_id`, with numeric feature columns in the FeatureSpec's order and an `event_timestamp`:
+The training feature pipeline (`recsys.training.features`, `write_offline_tables`) produces one table per
+entity, keyed by `user_id` / `item_id`, with numeric feature columns in the FeatureSpec's order and an
+`event_timestamp` (file names: `recsys.model.layout`):
 
     <offline_dir>/user_features.parquet   user_id, user_*..., event_timestamp
     <offline_dir>/item_features.parquet   item_id, item_*..., event_timestamp
@@ -25,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-USER_TABLE = "user_features.parquet"
-ITEM_TABLE = "item_features.parquet"
-HISTORY_TABLE = "user_history.parquet"
+from recsys.model import layout
+
+USER_TABLE = layout.USER_FEATURES
+ITEM_TABLE = layout.ITEM_FEATURES
+HISTORY_TABLE = layout.USER_HISTORY
 TIMESTAMP = "event_timestamp"
 USER_KEY = "user_id"
 ITEM_KEY = "item_id"
@@ -47,36 +50,6 @@ class PackedTable:
     columns: list[str]
     defaults: list[float]
     rows: int
-
-
-def write_offline_tables(ds, out_dir: Path | str, spec=None) -> dict[str, Path]:
-    """Write the three offline tables for dataset `ds` with the shared feature definition; returns paths.
-
-    The training pipeline writes the same tables; this lets the feature service build them by itself.
-    """
-    from recsys.training.features import (
-        build_feature_spec,
-        build_item_features,
-        build_user_features,
-        build_user_history,
-    )
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = spec or build_feature_spec(ds)
-    frames = {
-        USER_TABLE: build_user_features(ds, spec),
-        ITEM_TABLE: build_item_features(ds, spec),
-        HISTORY_TABLE: build_user_history(ds, spec),
-    }
-    paths = {}
-    for name, frame in frames.items():
-        path = out / name
-        tmp = path.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        paths[name] = path
-    return paths
 
 
 def feature_columns(path: Path, key: str) -> list[str]:

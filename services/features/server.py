@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 
 from recsys.common.errors import InvalidArgument
-from recsys.common.server import GrpcServer, ServerOptions, run_forever
-from recsys.features import settings as feature_settings
+from recsys.common.server import GrpcServer, ServerOptions
 from recsys.features.service import MAX_RECENT_LIMIT, OnlineFeatures
-from recsys.features.settings import FeatureSettings
-from recsys.features.store import open_store
 from recsys.v1 import features_pb2, features_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 SERVICE_NAME = features_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name
 
@@ -45,20 +38,12 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         return features_pb2.PushResponse(applied=result.applied, duplicates=result.duplicates)
 
 
-def build_server(settings: FeatureSettings | None = None, port: int | None = None) -> GrpcServer:
-    """A FeatureService server over the configured Feast store (registry resolved here, once)."""
-    settings = settings or FeatureSettings.from_env()
-    online = OnlineFeatures(open_store(settings), settings)
+def create_server(online: OnlineFeatures, options: ServerOptions) -> GrpcServer:
+    """The FeatureService on the shared bootstrap (health, reflection, metrics, draining)."""
     servicer = FeatureServicer(online)
     return GrpcServer(
         "features",
         [lambda s: features_pb2_grpc.add_FeatureServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
-        ServerOptions.from_env(feature_settings.PORT.int() if port is None else port),
+        options,
     )
-
-
-def main(port: int | None = None) -> None:
-    """Serve until SIGTERM / SIGINT."""
-    server = build_server(port=port)
-    run_forever(server)

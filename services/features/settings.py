@@ -87,10 +87,11 @@ class FeatureSettings:
 
 def default_offline_dir(var: Path) -> Path:
     """`features/` of the latest model version (where `recsys train` writes the tables), else <var>/features."""
-    from recsys.training.registry import RegistryError, resolve_model_dir
+    from recsys.model.layout import BundleLayout
+    from recsys.model.registry import RegistryError, resolve_model_dir
 
     try:
-        folder = resolve_model_dir(MODELS_DIR.str()) / "features"
+        folder = BundleLayout(resolve_model_dir(MODELS_DIR.str())).features_dir
     except RegistryError:
         return var / "features"
     return folder if folder.is_dir() else var / "features"

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from recsys.gateway.fallbacks import PopularItems
-from recsys.training.registry import resolve_model_dir
+from recsys.model.layout import BundleLayout
+from recsys.model.registry import resolve_model_dir
 
 GENRE_PREFIX = "item_genre_"
-ITEM_FEATURES = Path("features") / "item_features.parquet"
 
 
 def load_catalogue(models_dir: str, version: str | None = None) -> PopularItems:
     """The popularity list and item genres of the registry's latest (or given) model version."""
     folder = resolve_model_dir(models_dir, version)
-    return popular_from_item_features(pd.read_parquet(folder / ITEM_FEATURES))
+    return popular_from_item_features(pd.read_parquet(BundleLayout(folder).item_features))
 
 
 def popular_from_item_features(items: pd.DataFrame) -> PopularItems:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from google.protobuf.message import Message
 from prometheus_client import Counter, Gauge
 
-from recsys.common import kafka
 from recsys.common.errors import InvalidArgument, Unavailable
+from recsys.common.kafka import clients
 from recsys.v1 import events_pb2
 
 log = logging.getLogger("recsys.gateway.events")
@@ -91,8 +91,8 @@ class AsyncPublisher:
                 continue
             try:
                 if self._producer is None:
-                    self._producer = kafka.make_producer(self.bootstrap, linger_ms=10, max_block_ms=2000)
-                futures = [(topic, kafka.publish(self._producer, topic, msg)) for topic, msg in batch]
+                    self._producer = clients.make_producer(self.bootstrap, linger_ms=10, max_block_ms=2000)
+                futures = [(topic, clients.publish(self._producer, topic, msg)) for topic, msg in batch]
                 self._producer.flush(timeout=10)
                 for topic, fut in futures:
                     fut.get(timeout=0)
@@ -180,8 +180,8 @@ class SyncProducer:
     def _produce(self, topic: str, events: Sequence[events_pb2.Event], timeout_s: float) -> int:
         with self._lock:
             if self._producer is None:
-                self._producer = kafka.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
-        futures = [kafka.publish(self._producer, topic, e) for e in events]
+                self._producer = clients.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
+        futures = [clients.publish(self._producer, topic, e) for e in events]
         self._producer.flush(timeout=max(timeout_s, 0.1))
         for fut in futures:
             fut.get(timeout=0)

@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass
 
 from recsys.common.config import ConfigError
+from recsys.model.rankers import names as ranker_names
 
-RANKERS = ("lightgbm", "dcn")
+RANKERS = ranker_names()
 
 
 @dataclass(frozen=True)

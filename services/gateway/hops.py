@@ -10,10 +10,10 @@ from typing import Any
 import grpc
 
 from recsys.common.clients import channel, retry_service_config
+from recsys.common.feature_client import NO_BUDGET_S, SKIPPED_NO_BUDGET, FeatureCallError, FeatureClient
 from recsys.gateway.ranking_route import RankingRoute
 from recsys.v1 import (
     candidates_pb2_grpc,
-    features_pb2_grpc,
     recommend_pb2,
 )
 
@@ -39,8 +39,8 @@ def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metada
     """Call method(...) blocking, with the timeout (or report 'skipped' when no budget is left). The calling
     thread waits on the call itself: a `.future()` on a sync channel with nothing else in flight starts a
     channel thread per call (measured: the gateway's largest CPU item)."""
-    if timeout_s <= 0.0005:
-        return HopResult(name, None, "SKIPPED_NO_BUDGET", 0.0)
+    if timeout_s <= NO_BUDGET_S:
+        return HopResult(name, None, SKIPPED_NO_BUDGET, 0.0)
     started = time.perf_counter()
     try:
         value = method(request, timeout=timeout_s, metadata=metadata)
@@ -48,6 +48,17 @@ def call_hop(name: str, method: Callable, request: Any, timeout_s: float, metada
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         return HopResult(name, None, code.name, (time.perf_counter() - started) * 1000)
+
+
+def feature_hop(name: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> HopResult:
+    """call(*args, **kwargs), a FeatureClient method (its deadline rule and error mapping), as a hop: the
+    status is the gRPC code's name, or SKIPPED_NO_BUDGET (0 ms) when the budget was spent."""
+    started = time.perf_counter()
+    try:
+        value = call(*args, **kwargs)
+        return HopResult(name, value, "ok", (time.perf_counter() - started) * 1000)
+    except FeatureCallError as exc:
+        return HopResult(name, None, exc.status, (time.perf_counter() - started) * 1000 if exc.called else 0.0)
 
 
 class Backends:
@@ -62,7 +73,7 @@ class Backends:
         # instance when the address lists several, within the hop's deadline.
         retry = retry_service_config()
         self._channels = [channel(a, service_config=retry) for a in (features_addr, candidates_addr)]
-        self.features = features_pb2_grpc.FeatureServiceStub(self._channels[0])
+        self.features = FeatureClient(features_addr, channel=self._channels[0])
         self.candidates = candidates_pb2_grpc.CandidateServiceStub(self._channels[1])
         self.ranking = RankingRoute(ranking_addr, ranking_direct_addr)
         self.ranking_metadata = (("application", ranking_app),)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from recsys.common.feature_client import FeatureClient
 from recsys.gateway.admission import Admission
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
-from recsys.gateway.hops import Backends, HopResult, call_hop
+from recsys.gateway.hops import Backends, HopResult, call_hop, feature_hop
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.settings import GatewaySettings
-from recsys.training.features import HISTORY_LEN
+from recsys.model.spec import HISTORY_LEN
 from recsys.v1 import candidates_pb2, features_pb2, ranking_pb2, recommend_pb2
 
 # Per-hop caps (ms); the effective deadline is the smaller of the cap and what the budget has left.
@@ -49,6 +50,7 @@ class Recommender:
         self.settings = settings
         self.admission = admission or Admission(0, 0.0)
         self.backends = backends
+        self.features = FeatureClient.wrap(backends.features)
         self.experiment = experiment
         self.popular = popular
         self.batch = batch
@@ -118,10 +120,9 @@ class Recommender:
     def _full_path(self, user_id, filters, variant, context, budget, md, note, reasons):
         """User context, candidates, item features and ranking; (ranked, item matrix, model, version, seen)."""
         # Stage 1: the user's context, features and recent items, in one call.
-        user = note(call_hop(
-            "user_features", self.backends.features.GetUserFeatures,
-            features_pb2.GetUserFeaturesRequest(user_id=user_id, recent_limit=RECENT_ITEMS_LIMIT),
-            budget.hop_timeout(HOP_CAP_MS["user_features"]), md,
+        user = note(feature_hop(
+            "user_features", self.features.user, user_id, recent_limit=RECENT_ITEMS_LIMIT,
+            timeout_s=budget.hop_timeout(HOP_CAP_MS["user_features"]), metadata=md,
         ))
         user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
         recent_ids = list(user.value.recent_item_ids) if user.ok else []
@@ -163,10 +164,9 @@ class Recommender:
     def _rank(self, user_id, candidates, user_features, variant, context, budget, md, note):
         """Scores candidates with the variant's ranker; on any failure keeps the retrieval order."""
         ids = [c.item_id for c in candidates]
-        items = note(call_hop(
-            "item_features", self.backends.features.GetItemFeatures,
-            features_pb2.GetItemFeaturesRequest(item_ids=ids),
-            budget.hop_timeout(HOP_CAP_MS["item_features"]), md,
+        items = note(feature_hop(
+            "item_features", self.features.items, ids,
+            timeout_s=budget.hop_timeout(HOP_CAP_MS["item_features"]), metadata=md,
         ))
         if not items.ok:
             return candidates, None, "", ""

@@ -17,7 +17,7 @@ from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
 from recsys.gateway.pipeline import Outcome, Recommender
 from recsys.gateway.rerank import FilterSpec
 from recsys.gateway.settings import GatewaySettings
-from recsys.training.features import feature_name
+from recsys.model.spec import feature_name
 from recsys.v1 import events_pb2, events_pb2_grpc, recommend_pb2, recommend_pb2_grpc
 
 log = logging.getLogger("recsys.gateway")

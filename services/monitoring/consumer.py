@@ -18,12 +18,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf.message import Message
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
-from recsys.common import kafka as rk
+from recsys.common.kafka import clients, codec
+from recsys.common.kafka.dlq import dead_letter
+from recsys.common.kafka.loop import IdleClock
 from recsys.monitoring.aggregates import BatchDelta, OnlineAggregator, bucket_of
 from recsys.monitoring.coverage import CoverageTracker
 from recsys.monitoring.settings import MonitoringSettings
@@ -51,7 +57,7 @@ class InvalidRecord(ValueError):
 
 
 def parse_event(data: bytes | None) -> events_pb2.Event:
-    ev = rk.decode(events_pb2.Event, data)
+    ev = codec.decode(events_pb2.Event, data)
     if not ev.event_id:
         raise InvalidRecord("Event.event_id is empty")
     if ev.type not in _EVENT_TYPES:
@@ -60,14 +66,14 @@ def parse_event(data: bytes | None) -> events_pb2.Event:
 
 
 def parse_impression(data: bytes | None) -> events_pb2.Impression:
-    imp = rk.decode(events_pb2.Impression, data)
+    imp = codec.decode(events_pb2.Impression, data)
     if not imp.event_id or not imp.request_id:
         raise InvalidRecord("Impression.event_id and Impression.request_id are required")
     return imp
 
 
 def parse_prediction(data: bytes | None) -> events_pb2.PredictionLog:
-    pred = rk.decode(events_pb2.PredictionLog, data)
+    pred = codec.decode(events_pb2.PredictionLog, data)
     if not pred.scores:
         raise InvalidRecord("PredictionLog.scores is empty")
     if len(pred.features) != len(pred.scores) * len(pred.feature_names):
@@ -76,6 +82,29 @@ def parse_prediction(data: bytes | None) -> events_pb2.PredictionLog:
             f"{len(pred.scores)} x {len(pred.feature_names)}"
         )
     return pred
+
+
+# Deduplication keys: aggregates.seen_key(timestamp_ms, id) written out, one call less per record (the hot path).
+
+
+def _event_key(message: events_pb2.Event | events_pb2.Impression, record: ConsumerRecord) -> str:
+    return f"{message.timestamp_ms // 3_600_000:09d}{message.event_id}"
+
+
+def _prediction_key(pred: events_pb2.PredictionLog, record: ConsumerRecord) -> str:
+    rid = pred.request_id or f"{record.topic}:{record.partition}:{record.offset}"
+    return f"{pred.timestamp_ms // 3_600_000:09d}P{rid}"
+
+
+@dataclass(frozen=True, eq=False)
+class _Kind:
+    """The records of one topic: how a value is parsed (decoded and validated, raising UndecodableMessage or
+    InvalidRecord), the deduplication key of a message, and how a fresh message is applied:
+    apply(message, key, payload, delta, drift, now)."""
+
+    parse: Callable[[bytes | None], Message]
+    key: Callable[[Any, ConsumerRecord], str]
+    apply: Callable[[Any, str, bytes, BatchDelta, DriftBatch, int], None]
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
@@ -114,7 +143,19 @@ class MonitoringConsumer:
         )
         self.aggregator.restore(*store.join_state())
         self.coverage = CoverageTracker(store.known_items(), store.coverage_bitmap)
-        self.consumer = consumer or rk.make_consumer(
+        impressions = _Kind(parse_impression, _event_key, self._apply_impression)
+        events = _Kind(parse_event, _event_key, self._apply_event)
+        predictions = _Kind(parse_prediction, _prediction_key, self._apply_prediction)
+        # A batch applies impressions before the events that may click them, and predictions last.
+        self._kinds = (impressions, events, predictions)
+        routes = [
+            (settings.events_topic, events),
+            (settings.impressions_topic, impressions),
+            (settings.predictions_topic, predictions),
+        ]
+        # topic -> kind; where topics coincide the first route wins
+        self._kind_of: dict[str, _Kind] = {topic: kind for topic, kind in reversed(routes)}
+        self.consumer = consumer or clients.make_consumer(
             settings.group,
             [],
             settings.bootstrap,
@@ -122,10 +163,10 @@ class MonitoringConsumer:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             check_crcs=settings.check_crcs,
-            **rk.batched_fetch(settings.fetch_wait_ms),
+            **clients.batched_fetch(settings.fetch_wait_ms),
         )
         self.consumer.subscribe(topics=settings.topics, listener=_SeekToStoredOffsets(self))
-        self.producer = producer or rk.make_producer(settings.bootstrap)
+        self.producer = producer or clients.make_producer(settings.bootstrap)
         self.consumed = 0
         self.dead_lettered = 0
         self.duplicates = 0
@@ -145,7 +186,7 @@ class MonitoringConsumer:
     def run(self, idle_timeout_s: float | None = None) -> int:
         """Loop until `stop()` (or `idle_timeout_s` without records); returns the records consumed."""
         consumed = 0
-        clock = rk.IdleClock(self.consumer, idle_timeout_s)
+        clock = IdleClock(self.consumer, idle_timeout_s)
         while not self._stop.is_set():
             n = self.run_once()
             consumed += n
@@ -183,62 +224,52 @@ class MonitoringConsumer:
     def _process(self, batches: dict, delta: BatchDelta, drift: DriftBatch, now: int, offsets: dict) -> list:
         s = self.settings
         dlq: list = []
-        impressions: list[tuple[str, events_pb2.Impression, bytes]] = []
-        events: list[tuple[str, events_pb2.Event]] = []
-        predictions: list[tuple[str, events_pb2.PredictionLog, bytes]] = []
+        parsed: dict[_Kind, list[tuple[str, Any, bytes]]] = {kind: [] for kind in self._kinds}
         rejected: list[tuple] = []  # (record, error)
-        # Event keys are aggregates.seen_key(timestamp_ms, event_id), inlined: this loop is the hot path.
         for tp, records in batches.items():
-            topic = tp.topic
-            offsets[(topic, tp.partition)] = records[-1].offset + 1
-            if topic == s.events_topic:
-                for record in records:
-                    try:
-                        ev = parse_event(record.value)
-                    except (rk.UndecodableMessage, InvalidRecord) as exc:
-                        rejected.append((record, exc))
-                        continue
-                    events.append((f"{ev.timestamp_ms // 3_600_000:09d}{ev.event_id}", ev))
-            elif topic == s.impressions_topic:
-                for record in records:
-                    try:
-                        imp = parse_impression(record.value)
-                    except (rk.UndecodableMessage, InvalidRecord) as exc:
-                        rejected.append((record, exc))
-                        continue
-                    impressions.append((f"{imp.timestamp_ms // 3_600_000:09d}{imp.event_id}", imp, record.value))
-            elif topic == s.predictions_topic:
-                for record in records:
-                    try:
-                        pred = parse_prediction(record.value)
-                    except (rk.UndecodableMessage, InvalidRecord) as exc:
-                        rejected.append((record, exc))
-                        continue
-                    rid = pred.request_id or f"{topic}:{tp.partition}:{record.offset}"
-                    predictions.append((f"{pred.timestamp_ms // 3_600_000:09d}P{rid}", pred, record.value))
+            offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+            kind = self._kind_of.get(tp.topic)
+            if kind is None:
+                continue
+            parse, key_of, out = kind.parse, kind.key, parsed[kind]
+            for record in records:
+                try:
+                    message = parse(record.value)
+                except (codec.UndecodableMessage, InvalidRecord) as exc:
+                    rejected.append((record, exc))
+                    continue
+                out.append((key_of(message, record), message, record.value))
         for record, exc in rejected:
-            dlq.append((rk.dead_letter(self.producer, record, str(exc), s.dlq_topic), record.topic))
+            dlq.append((dead_letter(self.producer, record, str(exc), s.dlq_topic), record.topic))
             where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
             log.warning("dead-lettered", extra={**where, "error": str(exc)})
         if dlq:
             delta.counters["dead_letters"] += len(dlq)
         self.dead_lettered += len(dlq)
         self._dlq_topics = [topic for _, topic in dlq]
-        keys = [key for key, _, _ in impressions] + [key for key, _ in events] + [key for key, _, _ in predictions]
-        fresh = self._fresh(keys, delta)
-        agg = self.aggregator
-        for key, imp, payload in impressions:
-            if key in fresh:
-                agg.add_impression(imp, payload, delta, now)
-        for key, ev in events:
-            if key in fresh:
-                agg.add_event(ev, key, delta, now)
-        for key, pred, payload in predictions:
-            if key in fresh:
-                self.windows.add(pred, key, payload, drift, now)
+        fresh = self._fresh([key for kind in self._kinds for key, _, _ in parsed[kind]], delta)
+        for kind in self._kinds:
+            apply = kind.apply
+            for key, message, payload in parsed[kind]:
+                if key in fresh:
+                    apply(message, key, payload, delta, drift, now)
         delta.coverage_rows = self.coverage.update(delta.served_items, delta.new_items)
         delta.finalize()
         return dlq
+
+    # The _Kind.apply of each topic.
+
+    def _apply_impression(self, imp: events_pb2.Impression, key: str, payload: bytes, delta: BatchDelta,
+                          drift: DriftBatch, now: int) -> None:
+        self.aggregator.add_impression(imp, payload, delta, now)
+
+    def _apply_event(self, ev: events_pb2.Event, key: str, payload: bytes, delta: BatchDelta, drift: DriftBatch,
+                     now: int) -> None:
+        self.aggregator.add_event(ev, key, delta, now)
+
+    def _apply_prediction(self, pred: events_pb2.PredictionLog, key: str, payload: bytes, delta: BatchDelta,
+                          drift: DriftBatch, now: int) -> None:
+        self.windows.add(pred, key, payload, drift, now)
 
     def _fresh(self, keys: list[str], delta: BatchDelta) -> set[str]:
         """Keys not processed before (earlier batches or earlier in this batch); records them as seen."""

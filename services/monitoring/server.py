@@ -1,125 +1,33 @@
-"""The gRPC surface of the monitoring service: MonitoringService over the store."""
+"""The gRPC surface of MonitoringService (logic in `recsys.monitoring.service`)."""
 
 from __future__ import annotations
 
-import math
-
-from recsys.common.errors import InvalidArgument, NotFound
 from recsys.common.server import GrpcServer, ServerOptions
-from recsys.monitoring.aggregates import bucket_of, summarize
-from recsys.monitoring.settings import MonitoringSettings
-from recsys.monitoring.store import DriftReportRecord, MonitoringStore, now_ms
+from recsys.monitoring.service import MonitoringService
 from recsys.v1 import monitoring_pb2, monitoring_pb2_grpc
 
 SERVICE_NAME = monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"].full_name
-MAX_ALERTS = 1000
 
 
 class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
-    """Reads what the consumer and the drift worker persisted."""
+    """Each RPC is one call of the service."""
 
-    def __init__(self, store: MonitoringStore, settings: MonitoringSettings) -> None:
-        self.store = store
-        self.settings = settings
+    def __init__(self, service: MonitoringService) -> None:
+        self.service = service
 
-    def GetOnlineMetrics(
-        self, request: monitoring_pb2.GetOnlineMetricsRequest, context
-    ) -> monitoring_pb2.OnlineMetrics:
-        s = self.settings
-        window = request.window_seconds
-        if window < 0:
-            raise InvalidArgument("window_seconds", "must be >= 0 (0 = since start)")
-        if 0 < window < s.bucket_s:
-            raise InvalidArgument("window_seconds", f"must be 0 or at least the bucket size ({s.bucket_s} s)")
-        if window > s.retention_s:
-            raise InvalidArgument("window_seconds", f"must be at most the retention ({s.retention_s} s)")
-        if request.variant and request.variant not in self.store.variants():
-            raise NotFound(f"variant {request.variant!r} has no impressions in the retained history")
-        min_bucket = bucket_of(now_ms() - window * 1000, s.bucket_s) if window else 0
-        catalogue = s.catalogue_size or self.store.items_ever_served()
-        summary = summarize(
-            self.store.window_cells(min_bucket),
-            self.store.served_items(min_bucket, request.variant),
-            catalogue,
-            self.store.score_histogram(min_bucket, request.variant),
-            s.control_variant,
-            request.variant,
-        )
-        return monitoring_pb2.OnlineMetrics(
-            window_seconds=window,
-            impressions=summary.totals.impressions,
-            clicks=summary.totals.clicks,
-            ctr=summary.totals.ctr,
-            revenue_per_impression=summary.totals.revenue_per_impression,
-            catalogue_coverage=summary.catalogue_coverage,
-            variants=[
-                monitoring_pb2.VariantMetrics(
-                    variant=v.variant,
-                    impressions=v.totals.impressions,
-                    clicks=v.totals.clicks,
-                    ctr=v.totals.ctr,
-                    revenue_per_impression=v.totals.revenue_per_impression,
-                    ctr_lift=v.lift.ctr_lift,
-                    ctr_lift_ci_low=v.lift.ctr_low,
-                    ctr_lift_ci_high=v.lift.ctr_high,
-                    revenue_lift=v.lift.revenue_lift,
-                )
-                for v in summary.variants
-            ],
-            positions=[
-                monitoring_pb2.PositionMetrics(position=pos, impressions=t.impressions, clicks=t.clicks, ctr=t.ctr)
-                for pos, t in summary.positions
-            ],
-            score_quantiles=summary.score_quantiles,
-        )
+    def GetOnlineMetrics(self, request: monitoring_pb2.GetOnlineMetricsRequest, context):
+        return self.service.online_metrics(request)
 
     def GetDriftReport(self, request: monitoring_pb2.GetDriftReportRequest, context) -> monitoring_pb2.DriftReport:
-        record = self.store.report(request.report_id)
-        if record is None:
-            if request.report_id:
-                raise NotFound(f"drift report {request.report_id!r} not found")
-            raise NotFound("no drift report yet: no window of served rows has closed")
-        return drift_report_proto(record)
+        return self.service.drift_report(request)
 
     def ListAlerts(self, request: monitoring_pb2.ListAlertsRequest, context) -> monitoring_pb2.ListAlertsResponse:
-        if request.limit < 0:
-            raise InvalidArgument("limit", "must be >= 0 (0 = 100)")
-        limit = min(request.limit or 100, MAX_ALERTS)
-        return monitoring_pb2.ListAlertsResponse(
-            alerts=[
-                monitoring_pb2.Alert(
-                    alert_id=a.alert_id, created_ms=a.created_ms, kind=a.kind, message=a.message, report_id=a.report_id
-                )
-                for a in self.store.alerts(limit)
-            ]
-        )
+        return self.service.alerts(request)
 
 
-def drift_report_proto(record: DriftReportRecord) -> monitoring_pb2.DriftReport:
-    return monitoring_pb2.DriftReport(
-        report_id=record.report_id,
-        window_start_ms=record.window_start_ms,
-        window_end_ms=record.window_end_ms,
-        rows=record.rows,
-        dataset_drift=record.dataset_drift,
-        drifted_share=record.drifted_share,
-        columns=[
-            monitoring_pb2.ColumnDrift(
-                column=c["column"],
-                score=c["score"] if not math.isnan(c["score"]) else 0.0,
-                method=c["method"],
-                drifted=c["drifted"],
-            )
-            for c in record.columns
-        ],
-        prediction_drift=record.prediction_drift,
-        ctr=record.ctr,
-        report_path=record.report_path,
-    )
-
-
-def create_server(servicer: MonitoringServicer, options: ServerOptions) -> GrpcServer:
+def create_server(service: MonitoringService, options: ServerOptions) -> GrpcServer:
     """The MonitoringService on the shared bootstrap (health, reflection, metrics, draining)."""
+    servicer = MonitoringServicer(service)
     return GrpcServer(
         "monitoring",
         [lambda server: monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server(servicer, server)],

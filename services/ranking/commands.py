@@ -35,9 +35,9 @@ def _compile(args: argparse.Namespace) -> int:
     import time
 
     from recsys.common.errors import CliError
+    from recsys.model.registry import RegistryError
     from recsys.ranking import rankers
     from recsys.ranking.settings import RankingSettings
-    from recsys.training.registry import RegistryError
 
     settings = RankingSettings.from_env()
     if not settings.lgbm_compile_dir:

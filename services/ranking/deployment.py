@@ -25,16 +25,16 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from recsys.common.errors import InvalidArgument, ServiceError
+from recsys.common.feature_client import AsyncFeatureClient, FeatureCallError
 from recsys.common.heap import refreeze_heap
 from recsys.common.interceptors import REQUEST_ID_HEADER
 from recsys.common.logs import configure_logging, request_id_var
 from recsys.common.packed import extend_floats
 from recsys.ranking import inputs, rankers
-from recsys.ranking.features_client import FeatureFetcher
 from recsys.ranking.metrics import RankingMetrics
 from recsys.ranking.settings import MODELS, RankingSettings, canonical
 from recsys.ranking.versions import ModelStore
-from recsys.v1 import ranking_pb2
+from recsys.v1 import features_pb2, ranking_pb2
 
 log = logging.getLogger("recsys.ranking")
 
@@ -50,6 +50,15 @@ def _request_id(context: RayServegRPCContext | None) -> str:
     return context.request_id() or ""
 
 
+async def _fetched(field: str, call) -> features_pb2.FeatureMatrix:
+    """The FeatureMatrix a feature-service call answers for the empty `field`; FAILED_PRECONDITION when
+    fetching is off (RECSYS_RANKING_FETCH_FEATURES), UNAVAILABLE when the call fails."""
+    try:
+        return (await call).features
+    except FeatureCallError as exc:
+        raise exc.service_error(field) from exc
+
+
 class RankingReplica:
     """One replica: the model store, the optional feature client, metrics and the batching queue."""
 
@@ -58,7 +67,7 @@ class RankingReplica:
         configure_logging("ranking", self.settings.log_level)
         rankers.configure_threads(self.settings.torch_threads)
         self.models = ModelStore(self._load, self._list, cache_size=self.settings.version_cache)
-        self.features = FeatureFetcher(self.settings.features_addr, self.settings.fetch_timeout_ms)
+        self.features = AsyncFeatureClient(self.settings.features_addr, self.settings.fetch_timeout_ms / 1000.0)
         self.metrics = RankingMetrics()
         # With batching, models run on one worker thread (torch and LightGBM release the GIL), so the event
         # loop keeps receiving requests during a model call and the next batch collects all that arrived
@@ -160,10 +169,10 @@ class RankingReplica:
         jobs = []
         if fetch_user:
             self.metrics.feature_fetches.inc(tags={"kind": "user"})
-            jobs.append(self.features.user(request.user_id, list(ranker.user_features)))
+            jobs.append(_fetched("user_features", self.features.user(request.user_id, list(ranker.user_features))))
         if fetch_items:
             self.metrics.feature_fetches.inc(tags={"kind": "item"})
-            jobs.append(self.features.items(item_ids, list(ranker.item_features)))
+            jobs.append(_fetched("item_features", self.features.items(item_ids, list(ranker.item_features))))
         fetched = list(await asyncio.gather(*jobs))
         return (fetched.pop(0) if fetch_user else user), (fetched.pop(0) if fetch_items else items)
 

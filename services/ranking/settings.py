@@ -11,16 +11,11 @@ from pathlib import Path
 
 from recsys.common import config
 from recsys.common.config import ConfigError, declare
+from recsys.model.rankers import canonical, names
 
 SCOPE = "ranking"
-MODELS = ("dcn", "lightgbm")
-ALIASES = {"lgbm": "lightgbm"}
-
-
-def canonical(name: str) -> str:
-    """The service's name of a ranker: "lgbm" -> "lightgbm" (the registry's folder name is accepted too)."""
-    name = name.strip().lower()
-    return ALIASES.get(name, name)
+#: Every ranker the service can serve: the modules of `recsys.model.rankers`.
+MODELS = names()
 
 
 PORT = declare("RECSYS_RANKING_PORT", 50054, "Ray Serve gRPC proxy port of the ranking service (binds [::])", SCOPE)

@@ -102,9 +102,10 @@ def compile_ranker(cfg: StackConfig) -> None:
 def write_drift_reference(data_dir: Path, cfg: StackConfig, rows: int = 20_000) -> Path:
     """The monitoring service's drift reference: the training items' features, weighted by interactions
     (what users were served and chose), from the registry version just trained."""
-    from recsys.training.registry import resolve_model_dir
+    from recsys.model.layout import BundleLayout
+    from recsys.model.registry import resolve_model_dir
 
-    items = pd.read_parquet(resolve_model_dir(cfg.models_dir) / "features" / "item_features.parquet")
+    items = pd.read_parquet(BundleLayout(resolve_model_dir(cfg.models_dir)).item_features)
     interactions = pd.read_parquet(data_dir / "interactions.parquet", columns=["item_id"])
     sample = interactions.sample(n=min(rows, len(interactions)), random_state=0)
     reference = sample.merge(items, on="item_id", how="inner").drop(columns=["item_id", "event_timestamp"],

@@ -38,9 +38,10 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.training.bundle import save_bundle
+    from recsys.model.bundle import save_bundle
+    from recsys.model.registry import Registry
     from recsys.training.pipeline import train_all
-    from recsys.training.registry import Registry, code_version, data_fingerprint
+    from recsys.training.provenance import code_version, data_fingerprint
 
     ds = _load(args.data)
     cfg = _config(args)
@@ -78,9 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_recommend(args: argparse.Namespace) -> int:
-    from recsys.training.bundle import load_bundle
+    from recsys.model.bundle import load_bundle
+    from recsys.model.registry import RegistryError, resolve_model_dir
     from recsys.training.pipeline import batch_recommend, validate_dataset
-    from recsys.training.registry import RegistryError, resolve_model_dir
 
     if args.k < 1:
         raise CliError(f"--k must be at least 1, got {args.k}")
@@ -106,7 +107,7 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from recsys.training.registry import Registry, RegistryError
+    from recsys.model.registry import Registry, RegistryError
 
     registry = Registry(args.model)
     try:

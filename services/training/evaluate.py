@@ -16,11 +16,11 @@ import time
 import numpy as np
 import pandas as pd
 
+from recsys.model.ids import IdIndex
 from recsys.training import metrics as M
 from recsys.training.baselines import EASE, Popularity, PureSVD
 from recsys.training.data.schema import Dataset
 from recsys.training.examples import build_examples
-from recsys.training.ids import IdIndex
 from recsys.training.matrix import InteractionMatrix, recommend_top_k
 from recsys.training.pipeline import TrainConfig, TwoStage, train_all, validate_dataset
 from recsys.training.split import split_dataset

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.training.features import FeatureSpec, ranking_inputs_batch
+from recsys.model.inputs import ranking_inputs_batch
+from recsys.model.spec import FeatureSpec
 
 
 @dataclass

@@ -46,74 +46,18 @@ The reference time is the dataset's last interaction timestamp; it is also every
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recsys.model import layout
+from recsys.model.spec import HISTORY_LEN, FeatureSpec, feature_name
 from recsys.training.data.schema import Dataset
 
 DAY = 86400.0
-HISTORY_LEN = 500  # what serving excludes as already seen; the user tower reads only its last 30
-CROSS_FEATURES = (
-    "x_genre_affinity",
-    "x_genre_affinity_mean",
-    "x_year_gap",
-    "x_pop_gap",
-    "x_rating_gap",
-    "retrieval_score",
-)
 _YEAR_RE = re.compile(r"\((\d{4})\)\s*$")
 _MAX_CATEGORIES = 20
-
-
-def feature_name(text: str) -> str:
-    """A lower-case identifier from any label: 'Sci-Fi' -> 'sci_fi'."""
-    name = re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_")
-    return name or "x"
-
-
-@dataclass
-class FeatureSpec:
-    """Names and order of every feature, the genre vocabulary and demographic encodings."""
-
-    user_features: list[str]
-    item_features: list[str]
-    genres: list[str]
-    genre_names: list[str]
-    numeric_demographics: list[str] = field(default_factory=list)
-    categorical_demographics: dict[str, list[str]] = field(default_factory=dict)
-    history_len: int = HISTORY_LEN
-    reference_ts: int = 0
-
-    @property
-    def ranking_features(self) -> list[str]:
-        """Column names of `ranking_inputs`' output, in order."""
-        return [*self.user_features, *self.item_features, *CROSS_FEATURES]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureSpec:
-        return cls(**data)
-
-    @cached_property
-    def _layout(self) -> dict[str, np.ndarray | int]:
-        u = {n: i for i, n in enumerate(self.user_features)}
-        it = {n: i for i, n in enumerate(self.item_features)}
-        return {
-            "u_genres": np.array([u[f"user_genre_{g}"] for g in self.genre_names], dtype=np.int64),
-            "i_genres": np.array([it[f"item_genre_{g}"] for g in self.genre_names], dtype=np.int64),
-            "u_year": u["user_mean_item_year"],
-            "u_pop": u["user_mean_item_pop"],
-            "u_rating": u["user_mean_rating"],
-            "i_year": it["item_year"],
-            "i_pop": it["item_log_count"],
-            "i_rating": it["item_mean_rating"],
-            "i_ngenres": it["item_n_genres"],
-        }
 
 
 def _unique_names(labels: list[str], prefix: str) -> list[str]:
@@ -357,49 +301,25 @@ def build_user_history(ds: Dataset, spec: FeatureSpec | None = None) -> pd.DataF
     return out
 
 
-def _cross(user: np.ndarray, item_mat: np.ndarray, spec: FeatureSpec, retrieval_scores) -> np.ndarray:
-    """Cross features; `user` is one row (nu,) broadcast over the items, or (N, nu) aligned with them."""
-    layout = spec._layout
-    cross = np.empty((len(item_mat), len(CROSS_FEATURES)), dtype=np.float32)
-    affinity = (item_mat[:, layout["i_genres"]] * user[..., layout["u_genres"]]).sum(axis=-1)
-    cross[:, 0] = affinity
-    cross[:, 1] = affinity / np.maximum(item_mat[:, layout["i_ngenres"]], 1.0)
-    cross[:, 2] = np.abs(item_mat[:, layout["i_year"]] - user[..., layout["u_year"]])
-    cross[:, 3] = item_mat[:, layout["i_pop"]] - user[..., layout["u_pop"]]
-    cross[:, 4] = item_mat[:, layout["i_rating"]] - user[..., layout["u_rating"]]
-    cross[:, 5] = 0.0 if retrieval_scores is None else np.asarray(retrieval_scores, dtype=np.float32)
-    return cross
+def write_offline_tables(ds: Dataset, out_dir: Path | str, spec: FeatureSpec | None = None) -> dict[str, Path]:
+    """Write the three Feast offline tables of dataset `ds` into `out_dir` (atomically each); returns paths.
 
-
-def ranking_inputs(
-    user_vec: np.ndarray,
-    item_mat: np.ndarray,
-    spec: FeatureSpec,
-    retrieval_scores: np.ndarray | None = None,
-) -> np.ndarray:
-    """The rankers' input for one user and N items: [user features | item features | cross features].
-
-    `user_vec` holds spec.user_features in order, `item_mat` (N, len(spec.item_features)) the item rows,
-    `retrieval_scores` (N,) the retrieval model's scores (zeros when absent). Returns float32 (N, F) with
-    columns spec.ranking_features.
+    A model version holds the same tables (`recsys.model.layout`); this builds them without training
+    (`recsys features materialize --data`).
     """
-    user_vec = np.asarray(user_vec, dtype=np.float32).reshape(-1)
-    item_mat = np.asarray(item_mat, dtype=np.float32)
-    n, nu, ni = item_mat.shape[0], user_vec.shape[0], item_mat.shape[1]
-    out = np.empty((n, nu + ni + len(CROSS_FEATURES)), dtype=np.float32)
-    out[:, :nu] = user_vec
-    out[:, nu : nu + ni] = item_mat
-    out[:, nu + ni :] = _cross(user_vec, item_mat, spec, retrieval_scores)
-    return out
-
-
-def ranking_inputs_batch(
-    user_mat: np.ndarray,
-    item_mat: np.ndarray,
-    spec: FeatureSpec,
-    retrieval_scores: np.ndarray | None = None,
-) -> np.ndarray:
-    """Row-aligned variant for building training sets: row r pairs user_mat[r] with item_mat[r]."""
-    user_mat = np.asarray(user_mat, dtype=np.float32)
-    item_mat = np.asarray(item_mat, dtype=np.float32)
-    return np.concatenate([user_mat, item_mat, _cross(user_mat, item_mat, spec, retrieval_scores)], axis=1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = spec or build_feature_spec(ds)
+    frames = {
+        layout.USER_FEATURES: build_user_features(ds, spec),
+        layout.ITEM_FEATURES: build_item_features(ds, spec),
+        layout.USER_HISTORY: build_user_history(ds, spec),
+    }
+    paths = {}
+    for name, frame in frames.items():
+        path = out / name
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+        paths[name] = path
+    return paths

@@ -1,59 +1,12 @@
-"""LightGBM lambdarank ranker over the ranking features, with Platt scaling so that it also gives
-probabilities (for logloss / F1 / calibration); the ranking itself uses the raw lambdarank score.
-"""
+"""Fitting the LightGBM lambdarank ranker (`recsys.model.rankers.lightgbm`) and its Platt calibration."""
 
 from __future__ import annotations
-
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 from tqdm.auto import tqdm
 
-
-@dataclass
-class LGBMConfig:
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 50
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 1.0
-    threads: int = 2
-    seed: int = 0
-
-
-class LGBMRankerModel:
-    """A lambdarank booster plus sigmoid(a * score + b) calibration."""
-
-    name = "lgbm"
-
-    def __init__(self, booster: lgb.Booster, a: float, b: float, cfg: LGBMConfig, features: list[str]):
-        self.booster, self.a, self.b, self.config, self.features = booster, a, b, cfg, features
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """The raw lambdarank score (higher = better) per row."""
-        return self.booster.predict(np.asarray(x, dtype=np.float32), num_threads=self.config.threads)
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probability per row."""
-        return 1.0 / (1.0 + np.exp(-(self.a * self.score(x) + self.b)))
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(path / "model.txt"))
-        meta = {"calibration": {"a": self.a, "b": self.b}, "config": asdict(self.config), "features": self.features}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> LGBMRankerModel:
-        meta = json.loads((path / "config.json").read_text())
-        booster = lgb.Booster(model_file=str(path / "model.txt"))
-        cal = meta["calibration"]
-        return cls(booster, cal["a"], cal["b"], LGBMConfig(**meta["config"]), meta["features"])
+from recsys.model.rankers.lightgbm import LGBMConfig, LGBMRankerModel
 
 
 def platt(scores: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tuple[float, float]:

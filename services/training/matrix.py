@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model.ids import IdIndex
 from recsys.training.data.schema import Dataset
-from recsys.training.ids import IdIndex
 
 
 class InteractionMatrix:

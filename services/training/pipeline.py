@@ -24,24 +24,22 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.common.errors import CliError
-from recsys.training.bundle import ModelBundle
+from recsys.model.bundle import ModelBundle
+from recsys.model.ids import IdIndex
+from recsys.model.inputs import ranking_inputs_batch
+from recsys.model.rankers.dcn import DCNConfig
+from recsys.model.rankers.lightgbm import LGBMConfig
+from recsys.model.spec import FeatureSpec
+from recsys.model.user_encoder import UserEncoder
 from recsys.training.data.schema import Dataset, validate
-from recsys.training.dcn import DCNConfig, train_dcn
+from recsys.training.dcn import train_dcn
 from recsys.training.examples import RankingExamples, build_examples
-from recsys.training.features import (
-    FeatureSpec,
-    build_feature_spec,
-    build_item_features,
-    build_user_features,
-    build_user_history,
-    ranking_inputs_batch,
-)
-from recsys.training.ids import IdIndex
-from recsys.training.lgbm import LGBMConfig, train_lgbm
+from recsys.training.features import build_feature_spec, build_item_features, build_user_features, build_user_history
+from recsys.training.lgbm import train_lgbm
 from recsys.training.matrix import InteractionMatrix, batches, top_k
 from recsys.training.mf import ALS, ALSConfig
 from recsys.training.split import holdout_mask
-from recsys.training.two_tower import TwoTowerConfig, TwoTowerModel, UserEncoder, train_two_tower
+from recsys.training.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
 
 
 @dataclass

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys.model import layout
+from recsys.model.ids import IdIndex
+from recsys.model.user_encoder import UserEncoder
 from recsys.training import optim
-from recsys.training.ids import IdIndex
-from recsys.training.user_encoder import UserEncoder
 
 
 @dataclass
@@ -133,9 +134,9 @@ class TwoTowerModel:
     def export(self, path: Path) -> None:
         """Write item_embeddings.npy, item_ids.json, user_tower.npz, torch state and config."""
         path.mkdir(parents=True, exist_ok=True)
-        np.save(path / "item_embeddings.npy", self.item_embeddings())
-        (path / "item_ids.json").write_text(json.dumps(self.items.to_list()))
-        np.savez(path / "user_tower.npz", **self.user_tower_arrays())
+        np.save(path / layout.ITEM_EMBEDDINGS, self.item_embeddings())
+        (path / layout.ITEM_IDS).write_text(json.dumps(self.items.to_list()))
+        np.savez(path / layout.USER_TOWER, **self.user_tower_arrays())
         torch.save(self.net.state_dict(), path / "model.pt")
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
 

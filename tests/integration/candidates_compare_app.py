@@ -34,7 +34,7 @@ def _start_milvus_server(base: Path):
 def _queries(models: Path) -> list[tuple[str, dict]]:
     import pandas as pd
 
-    from recsys.training.registry import resolve_model_dir
+    from recsys.model.registry import resolve_model_dir
 
     version = resolve_model_dir(models)
     history = pd.read_parquet(version / "features" / "user_history.parquet")

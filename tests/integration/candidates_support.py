@@ -13,13 +13,13 @@ import grpc
 
 from recsys.common.clients import insecure_channel
 from recsys.common.ports import free_port
-from recsys.training.bundle import save_bundle
+from recsys.model.bundle import save_bundle
+from recsys.model.rankers.dcn import DCNConfig
+from recsys.model.rankers.lightgbm import LGBMConfig
+from recsys.model.registry import Registry
 from recsys.training.data import generate
-from recsys.training.dcn import DCNConfig
-from recsys.training.lgbm import LGBMConfig
 from recsys.training.mf import ALSConfig
 from recsys.training.pipeline import TrainConfig, train_all
-from recsys.training.registry import Registry
 from recsys.training.two_tower import TwoTowerConfig
 
 

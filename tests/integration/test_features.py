@@ -30,6 +30,7 @@ from recsys.features.settings import FeatureSettings
 from recsys.features.store import open_store
 from recsys.features.streaming import StreamUpdater
 from recsys.training.data.synthetic import generate
+from recsys.training.features import write_offline_tables
 from recsys.v1 import events_pb2, features_pb2, features_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def store_env(request, dataset, tmp_path_factory) -> Env:
         for key, value in env.items():
             mp.setenv(key, value)
         settings = FeatureSettings.from_env()
-    offline.write_offline_tables(dataset, settings.offline_dir)
+    write_offline_tables(dataset, settings.offline_dir)
     report = materialize.materialize(settings)
     assert set(report.modes.values()) == {"full"}
     return Env(settings, env)

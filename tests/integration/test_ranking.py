@@ -30,14 +30,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys.common.ports import free_port
 from recsys.common.server import GrpcServer, ServerOptions
-from recsys.training.bundle import save_bundle
+from recsys.model.bundle import save_bundle
+from recsys.model.inputs import ranking_inputs
+from recsys.model.rankers.dcn import DCNConfig, DCNRanker
+from recsys.model.rankers.lightgbm import LGBMConfig, LGBMRankerModel
+from recsys.model.registry import Registry
+from recsys.model.spec import FeatureSpec
 from recsys.training.data import generate
-from recsys.training.dcn import DCNConfig, DCNRanker
-from recsys.training.features import FeatureSpec, ranking_inputs
-from recsys.training.lgbm import LGBMConfig, LGBMRankerModel
 from recsys.training.mf import ALSConfig
 from recsys.training.pipeline import TrainConfig, train_all
-from recsys.training.registry import Registry
 from recsys.training.two_tower import TwoTowerConfig
 from recsys.v1 import features_pb2, features_pb2_grpc, ranking_pb2, ranking_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""Candidate-service logic without servers: filter validation and expressions, popularity lists, breaker."""
+"""Candidate-service logic without servers: filter validation and expressions, popularity lists."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 
 from recsys.candidates import schema
-from recsys.candidates.breaker import Breaker
 from recsys.candidates.catalog import ItemCatalog
-from recsys.candidates.features_client import matrix_row
 from recsys.candidates.filters import FilterSpec, GenreVocabulary, milvus_expr, parse_filter
 from recsys.candidates.popularity import PopularityIndex
 from recsys.candidates.versions import VersionInfo, new_collection_name
 from recsys.common.errors import InvalidArgument
-from recsys.v1 import candidates_pb2, features_pb2
+from recsys.v1 import candidates_pb2
 
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi"]
 
@@ -109,26 +107,6 @@ def test_genres_of_items_counts_index_genres():
     assert pop.genres_of_items(["i1", "i2", "i3", "unknown"]).tolist() == [2.0, 1.0, 0.0]
 
 
-def test_matrix_row_reorders_to_the_spec_and_marks_missing():
-    matrix = features_pb2.FeatureMatrix(names=["b", "a"], entity_ids=["u"], found=[True], values=[2.0, 1.0])
-    row, found = matrix_row(matrix, ["a", "b", "c"])
-    assert found and row[:2].tolist() == [1.0, 2.0] and np.isnan(row[2])
-    assert matrix_row(features_pb2.FeatureMatrix(), ["a"]) == (None, False)
-
-
-def test_breaker_opens_after_failures_and_probes_after_cooldown():
-    breaker = Breaker(threshold=2, cooldown_s=0.05)
-    assert breaker.allow()
-    breaker.failure("x")
-    assert breaker.allow()
-    breaker.failure("x")
-    assert breaker.is_open and not breaker.allow()
-    time.sleep(0.06)
-    assert breaker.allow() and not breaker.allow()  # exactly one probe per cool-down
-    breaker.success()
-    assert not breaker.is_open and breaker.allow()
-
-
 def test_version_records_round_trip_and_names_are_milvus_safe():
     info = VersionInfo("items_v0001_x", "v0001", "/m", 16, GENRES, 10, "FLAT")
     assert VersionInfo.from_json(info.to_json()) == info
@@ -152,7 +130,7 @@ def test_segment_lists_walk_their_own_order_with_the_same_filters():
 
 def test_demographic_segment_of_a_user():
     from recsys.candidates.segments import DemographicSegments, one_hot_groups
-    from recsys.training.features import FeatureSpec
+    from recsys.model.spec import FeatureSpec
 
     spec = FeatureSpec(
         user_features=["user_log_count", "user_demo_age", "user_demo_g_f", "user_demo_g_m", "user_demo_o_a",

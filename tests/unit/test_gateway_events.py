@@ -46,7 +46,7 @@ def _publisher(monkeypatch, interval_s: float, down: threading.Event) -> tuple[e
         producers.append(_FakeProducer(down))
         return producers[-1]
 
-    monkeypatch.setattr(events.kafka, "make_producer", make)
+    monkeypatch.setattr(events.clients, "make_producer", make)
     return events.AsyncPublisher("127.0.0.1:1", capacity=1000, interval_s=interval_s), producers
 
 

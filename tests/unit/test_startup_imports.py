@@ -14,7 +14,7 @@ def _run(code: str) -> str:
 
 def test_feature_service_imports_feast_without_torch_and_feast_still_gets_torch_on_demand():
     out = _run(
-        "import sys, recsys.features.server, feast.online_response;"
+        "import sys, recsys.features.main, feast.online_response;"
         "print('torch' in sys.modules);"
         "from feast.torch_wrapper import get_torch;"
         "print(get_torch().__name__)"
@@ -25,7 +25,7 @@ def test_feature_service_imports_feast_without_torch_and_feast_still_gets_torch_
 def test_candidate_service_embeds_users_without_torch():
     out = _run(
         "import sys, recsys.candidates.server;"
-        "from recsys.training.user_encoder import UserEncoder;"
+        "from recsys.model.user_encoder import UserEncoder;"
         "print('torch' in sys.modules)"
     )
     assert out == "False"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recsys.training.ids import SMALL_LOOKUP, IdIndex
+from recsys.model.ids import SMALL_LOOKUP, IdIndex
 
 
 def test_small_and_large_lookups_agree_and_mark_unknown_ids():

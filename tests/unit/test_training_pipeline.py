@@ -12,23 +12,17 @@ import pytest
 import torch
 
 from recsys.cli import main
-from recsys.training.bundle import load_bundle, save_bundle
+from recsys.model.bundle import load_bundle, save_bundle
+from recsys.model.inputs import ranking_inputs, ranking_inputs_batch
+from recsys.model.rankers.dcn import DCNConfig
+from recsys.model.rankers.lightgbm import LGBMConfig
+from recsys.model.registry import Registry, RegistryError
 from recsys.training.data.loaders import load_dataset, save_dataset
 from recsys.training.data.schema import DataError
 from recsys.training.data.synthetic import generate
-from recsys.training.dcn import DCNConfig
 from recsys.training.evaluate import evaluate
-from recsys.training.features import (
-    build_feature_spec,
-    build_item_features,
-    build_user_features,
-    build_user_history,
-    ranking_inputs,
-    ranking_inputs_batch,
-)
-from recsys.training.lgbm import LGBMConfig
+from recsys.training.features import build_feature_spec, build_item_features, build_user_features, build_user_history
 from recsys.training.pipeline import TrainConfig, train_all, validate_dataset
-from recsys.training.registry import Registry, RegistryError
 from recsys.training.split import holdout_mask, split_dataset
 from recsys.training.two_tower import TwoTowerConfig
 

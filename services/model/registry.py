@@ -12,54 +12,23 @@ atomically, so readers never see a half-written version.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
-
-from recsys.training.data.schema import Dataset
+from recsys.model.layout import MANIFEST
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 LATEST = "latest"
-MANIFEST = "manifest.json"
 
 
 class RegistryError(ValueError):
     """Unknown version, empty registry, or a folder that is not a registry/version."""
-
-
-def data_fingerprint(ds: Dataset) -> str:
-    """sha256 over the interactions (ids, ratings, timestamps) and the catalogue ids, order-sensitive."""
-    h = hashlib.sha256()
-    inter = ds.interactions[["user_id", "item_id", "rating", "timestamp"]]
-    h.update(pd.util.hash_pandas_object(inter.astype({"user_id": str, "item_id": str}), index=False).to_numpy())
-    h.update(pd.util.hash_pandas_object(ds.items["item_id"].astype(str), index=False).to_numpy())
-    return h.hexdigest()
-
-
-def code_version() -> dict:
-    """The git commit (when the source is in a git checkout with commits) and a hash of the training code."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for path in sorted(here.rglob("*.py")):
-        h.update(str(path.relative_to(here)).encode())
-        h.update(path.read_bytes())
-    sha = None
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if out.returncode == 0:
-            sha = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = None
-    return {"git_sha": sha, "source_sha256": h.hexdigest()}
 
 
 class Registry:

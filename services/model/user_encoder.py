@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.training.ids import IdIndex
+from recsys.model.ids import IdIndex
+from recsys.model.layout import USER_TOWER
 
 
 class UserEncoder:
@@ -30,7 +31,7 @@ class UserEncoder:
         """Load `user_tower.npz` from a file or a two_tower export folder."""
         path = Path(path)
         if path.is_dir():
-            path = path / "user_tower.npz"
+            path = path / USER_TOWER
         with np.load(path, allow_pickle=False) as data:
             return cls({k: data[k] for k in data.files})
 

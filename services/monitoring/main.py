@@ -1,18 +1,19 @@
-"""The monitoring process: store, Kafka consumer thread, drift worker process and the gRPC server."""
+"""The monitoring process: store, Kafka consumer thread, drift worker process and the gRPC server, until
+SIGTERM / SIGINT (`python -m recsys.monitoring`, `recsys monitoring serve`)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from recsys.common import config
-from recsys.common import kafka as rk
+from recsys.common.kafka import admin as kafka_admin
 from recsys.common.logs import configure_logging
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
 from recsys.monitoring.consumer import MonitoringConsumer
 from recsys.monitoring.drift_process import DriftProcess
-from recsys.monitoring.server import MonitoringServicer, create_server
+from recsys.monitoring.server import create_server
+from recsys.monitoring.service import MonitoringService
 from recsys.monitoring.settings import PORT, MonitoringSettings
 from recsys.monitoring.store import MonitoringStore
 
@@ -27,9 +28,9 @@ class MonitoringApp:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = MonitoringStore(settings.db_path)
         self.drift = DriftProcess(settings, self.store)
-        rk.ensure_topics([*settings.topics, settings.dlq_topic], settings.bootstrap)
+        kafka_admin.ensure_topics([*settings.topics, settings.dlq_topic], settings.bootstrap)
         self.consumer = MonitoringConsumer(settings, self.store, on_window_closed=self.drift.notify)
-        self.server: GrpcServer = create_server(MonitoringServicer(self.store, settings), options)
+        self.server: GrpcServer = create_server(MonitoringService(self.store, settings), options)
         self._consumer_thread = threading.Thread(target=self._consume, name="monitoring-consumer", daemon=True)
         self.failed = False
 
@@ -55,7 +56,7 @@ class MonitoringApp:
         self.store.close()
 
 
-def main(argv: list[str] | None = None, port: int | None = None) -> int:
+def main(port: int | None = None) -> int:
     """Run the monitoring service until SIGTERM / SIGINT; exit code 1 if the consumer failed."""
     configure_logging("monitoring", config.LOG_LEVEL.str())
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # per-connection chatter
@@ -67,7 +68,3 @@ def main(argv: list[str] | None = None, port: int | None = None) -> int:
     finally:
         app.stop()
     return 1 if app.failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,14 +1,35 @@
-"""`recsys config`: the declared environment variables, their defaults and effective values."""
+"""`recsys config`: the declared environment variables, their defaults and effective values.
+
+Every variable is declared in `recsys.common.config` or in a service's `settings` module; this command imports
+them all (the only module that does), so the table is complete without importing any service's code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from recsys.common import config
+
+SETTINGS_MODULES = (
+    "recsys.common.config",
+    "recsys.candidates.settings",
+    "recsys.features.settings",
+    "recsys.gateway.settings",
+    "recsys.monitoring.settings",
+    "recsys.ranking.settings",
+)
+
+
+def declare_all() -> None:
+    """Import every settings module, so that every variable is in `config.REGISTRY`."""
+    for name in SETTINGS_MODULES:
+        importlib.import_module(name)
 
 
 def markdown_table() -> str:
     """The README's configuration table, generated from the registry."""
+    declare_all()
     rows = ["| variable | default | scope | meaning |", "|---|---|---|---|"]
     for var in sorted(config.REGISTRY.values(), key=lambda v: (v.scope != "common", v.scope, v.name)):
         rows.append(f"| `{var.name}` | `{var.default}` | {var.scope} | {var.help} |")
@@ -16,9 +37,7 @@ def markdown_table() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from recsys import cli
-
-    cli.build_parser()  # import every command module so all variables are declared
+    declare_all()
     if args.markdown:
         print(markdown_table())
         return 0
