@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from recsys.candidates import settings
+from recsys.common.commands import add_serve_command
 from recsys.common.errors import CliError
 
 
@@ -40,9 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     candidates = subparsers.add_parser("candidates", help="the candidate service (Milvus ANN retrieval over gRPC)")
     sub = candidates.add_subparsers(dest="candidates_command", required=True)
-    serve = sub.add_parser("serve", help="serve CandidateService over gRPC")
-    serve.add_argument("--port", type=int, default=None, help="gRPC port (default RECSYS_CANDIDATES_PORT)")
-    serve.set_defaults(func=_serve)
+    add_serve_command(sub, __package__, "serve CandidateService over gRPC", settings.PORT)
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -50,19 +49,14 @@ def _index(args: argparse.Namespace) -> int:
 
     from recsys.candidates import indexer
     from recsys.candidates.lite import LiteUnavailable
-    from recsys.candidates.milvus import MilvusTarget, connect
-    from recsys.candidates.schema import parse_params
+    from recsys.candidates.milvus import connect
+    from recsys.candidates.settings import IndexSettings, MilvusTarget
     from recsys.candidates.versions import NoActiveVersion, VersionStore
     from recsys.model.registry import RegistryError
 
     target = MilvusTarget.from_env()
     try:
-        cfg = indexer.IndexSettings(
-            index_type=settings.INDEX_TYPE.str(),
-            index_params=parse_params(settings.INDEX_PARAMS.str(), "RECSYS_MILVUS_INDEX_PARAMS"),
-            insert_batch=settings.INSERT_BATCH.int(),
-            keep_versions=settings.KEEP_VERSIONS.int(),
-        )
+        cfg = IndexSettings.from_env()
         milvus = connect(target)
     except (ValueError, LiteUnavailable, MilvusException, ConnectionError) as exc:
         raise CliError(f"{target.describe()}: {exc}") from exc
@@ -173,10 +167,3 @@ def _read_upsert(path: Path):
         available=frame["available"].to_numpy(bool) if "available" in frame else None,
         popularity=frame["popularity"].to_numpy(np.float32) if "popularity" in frame else None,
     )
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from recsys.candidates.server import main
-
-    main(port=args.port)
-    return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from pymilvus import MilvusClient
 
 from recsys.candidates import schema
 from recsys.candidates.catalog import ItemCatalog
+from recsys.candidates.settings import IndexSettings
 from recsys.candidates.versions import Pointer, VersionInfo, VersionStore, new_collection_name
 
 log = logging.getLogger("recsys.candidates.indexer")
@@ -27,15 +27,6 @@ RECORD_VISIBLE_S = 10.0  # how long a just-written version record may take to sh
 
 class IndexBuildError(RuntimeError):
     """The index could not be built, swapped or updated; the message says why."""
-
-
-@dataclass
-class IndexSettings:
-    index_type: str = "FLAT"
-    index_params: dict | None = None
-    insert_batch: int = 5000
-    keep_versions: int = 2
-    load_timeout_s: float = 1800.0  # index build + load
 
 
 def _wait_loaded(client: MilvusClient, collection: str, timeout_s: float) -> None:

@@ -8,34 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from pymilvus import MilvusClient
 
-from recsys.candidates import lite, settings
+from recsys.candidates import lite
+from recsys.candidates.settings import MilvusTarget
 
 log = logging.getLogger("recsys.candidates.milvus")
 # pymilvus logs every failed RPC with a traceback at ERROR; callers here handle (and log) failures themselves.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-
-
-@dataclass(frozen=True)
-class MilvusTarget:
-    """Where Milvus is: a URI (Lite file or server) and an optional token."""
-
-    uri: str
-    token: str = ""
-
-    @property
-    def is_lite(self) -> bool:
-        return lite.is_lite_uri(self.uri)
-
-    @classmethod
-    def from_env(cls) -> MilvusTarget:
-        return cls(uri=settings.milvus_uri(), token=settings.MILVUS_TOKEN.str())
-
-    def describe(self) -> str:
-        return f"milvus-lite {self.uri}" if self.is_lite else f"milvus server {self.uri}"
 
 
 class Milvus:

@@ -7,7 +7,6 @@ these genres" is written `genre_3 == false and genre_7 == false` and "has any" a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from pymilvus import DataType, MilvusClient
@@ -38,17 +37,6 @@ def item_schema(dim: int, n_genres: int):
     for i in range(n_genres):
         schema.add_field(genre_field(i), DataType.BOOL)
     return schema
-
-
-def parse_params(text: str, what: str) -> dict:
-    """A JSON object from configuration (index or search params)."""
-    try:
-        value = json.loads(text or "{}")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object")
-    return value
 
 
 def index_params(client: MilvusClient, index_type: str, params: dict):

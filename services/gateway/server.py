@@ -1,135 +1,44 @@
-"""The gateway's gRPC surface: RecommendService and EventService (validation, then the pipeline)."""
+"""The gateway's gRPC surface: RecommendService and EventService (logic in `recsys.gateway.service`)."""
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-
 import grpc
 
-from recsys.common import config
-from recsys.common.errors import InvalidArgument
 from recsys.common.interceptors import request_id_from
 from recsys.common.ratelimit import KeyedRateLimiter, RateLimitInterceptor
 from recsys.common.server import GrpcServer, ServerOptions
-from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
-from recsys.gateway.pipeline import Outcome, Recommender
-from recsys.gateway.rerank import FilterSpec
+from recsys.gateway.service import EventService, RecommendService
 from recsys.gateway.settings import GatewaySettings
-from recsys.model.spec import feature_name
 from recsys.v1 import events_pb2, events_pb2_grpc, recommend_pb2, recommend_pb2_grpc
-
-log = logging.getLogger("recsys.gateway")
-
-
-def validate_recommend(
-    request: recommend_pb2.RecommendRequest, s: GatewaySettings, genres: frozenset[str] = frozenset()
-) -> FilterSpec:
-    """Check a Recommend request; raises InvalidArgument naming the field.
-
-    Genres are normalised like the feature definition names them ('Sci-Fi' -> 'sci_fi') and, when the
-    catalogue's genre vocabulary is known, must belong to it."""
-    if not request.user_id.strip():
-        raise InvalidArgument("user_id", "required")
-    if len(request.user_id) > 128:
-        raise InvalidArgument("user_id", "longer than 128 characters")
-    if request.k <= 0:
-        raise InvalidArgument("k", f"must be at least 1 (got {request.k})")
-    if request.k > s.max_k:
-        raise InvalidArgument("k", f"must be at most {s.max_k} (got {request.k})")
-    if len(request.context) > s.max_context:
-        raise InvalidArgument("context", f"at most {s.max_context} entries (got {len(request.context)})")
-    for key, value in request.context.items():
-        if len(key) > 64 or len(value) > 256:
-            raise InvalidArgument(f"context[{key[:64]}]", "key over 64 or value over 256 characters")
-    f = request.filter
-    if len(f.exclude_item_ids) > s.max_filter_ids:
-        raise InvalidArgument("filter.exclude_item_ids", f"at most {s.max_filter_ids} ids")
-    for name in ("include_genres", "exclude_genres"):
-        values = getattr(f, name)
-        if len(values) > 64 or any(not g.strip() or len(g) > 64 for g in values):
-            raise InvalidArgument(f"filter.{name}", "at most 64 non-empty genres of up to 64 characters")
-        for i, genre in enumerate(values):
-            if genres and feature_name(genre) not in genres:
-                raise InvalidArgument(f"filter.{name}[{i}]", f"unknown genre {genre!r}")
-    return FilterSpec(
-        include_genres=frozenset(feature_name(g) for g in f.include_genres),
-        exclude_genres=frozenset(feature_name(g) for g in f.exclude_genres),
-        exclude_item_ids=frozenset(f.exclude_item_ids),
-    )
 
 
 class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
-    """Recommend: validate, run the pipeline, publish the impression (never blocking)."""
-
-    def __init__(self, recommender: Recommender, publisher: AsyncPublisher, settings: GatewaySettings) -> None:
-        self.recommender = recommender
-        self.publisher = publisher
-        self.settings = settings
+    def __init__(self, service: RecommendService) -> None:
+        self.service = service
 
     def Recommend(self, request: recommend_pb2.RecommendRequest, context: grpc.ServicerContext):
-        filters = validate_recommend(request, self.settings, self.recommender.popular.vocabulary)
-        outcome = self.recommender.recommend(
-            request.user_id, request.k, filters, dict(request.context),
-            caller_remaining_s=context.time_remaining(), request_id=request_id_from(context),
-        )
-        self._publish(request.user_id, outcome)
-        return outcome.response
-
-    def _publish(self, user_id: str, outcome: Outcome) -> None:
-        r = outcome.response
-        ts = int(time.time() * 1000)
-        self.publisher.offer(config.KAFKA_IMPRESSIONS_TOPIC.str(), events_pb2.Impression(
-            event_id=r.request_id, request_id=r.request_id, user_id=user_id, variant=r.variant, model=r.model,
-            model_version=r.model_version, timestamp_ms=ts, degraded=r.degraded,
-            items=[events_pb2.ImpressionItem(item_id=i.item_id, position=i.position, score=i.score,
-                                             source=str(i.source)) for i in r.items],
-        ))
-        matrix = outcome.item_features
-        if matrix is None or not matrix.names or random.random() >= self.settings.prediction_sample:
-            return
-        n = len(matrix.names)
-        index = {item_id: row for row, item_id in enumerate(matrix.entity_ids)}
-        rows = [index[i.item_id] for i in r.items if i.item_id in index]
-        values = [v for row in rows for v in matrix.values[row * n:(row + 1) * n]]
-        self.publisher.offer(config.KAFKA_PREDICTIONS_TOPIC.str(), events_pb2.PredictionLog(
-            request_id=r.request_id, user_id=user_id, variant=r.variant, model=r.model, timestamp_ms=ts,
-            feature_names=list(matrix.names), features=values,
-            scores=[outcome.ranked_scores.get(matrix.entity_ids[row], 0.0) for row in rows],
-            item_ids=[matrix.entity_ids[row] for row in rows],
-        ))
+        return self.service.recommend(request, context.time_remaining(), request_id_from(context))
 
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
-    """Publish: product apps' clicks, ratings, purchases and views, validated then produced with acks."""
-
-    def __init__(self, producer: SyncProducer) -> None:
-        self.producer = producer
+    def __init__(self, service: EventService) -> None:
+        self.service = service
 
     def Publish(self, request: events_pb2.PublishRequest, context: grpc.ServicerContext):
-        events = validate_events(request.events)
-        remaining = context.time_remaining()
-        # Wait for Kafka's acks at most 5 s, and finish well inside the caller's deadline, so a broker outage
-        # answers UNAVAILABLE (retry later) rather than running into DEADLINE_EXCEEDED.
-        timeout = 5.0 if remaining is None else max(0.05, min(5.0, remaining / 2))
-        accepted = self.producer.produce(config.KAFKA_EVENTS_TOPIC.str(), events, timeout)
-        return events_pb2.PublishResponse(accepted=accepted)
+        return self.service.publish(request, context.time_remaining())
 
 
-def build_server(
-    settings: GatewaySettings, recommender: Recommender, publisher: AsyncPublisher, producer: SyncProducer
-) -> GrpcServer:
+def create_server(settings: GatewaySettings, recommend: RecommendService, events: EventService) -> GrpcServer:
     """The gateway's GrpcServer (not started): authentication from RECSYS_AUTH_* (in the bootstrap), then the
     per-key rate limit of RECSYS_GATEWAY_RATE_LIMIT_* on both services."""
-    recommend = RecommendServicer(recommender, publisher, settings)
+    recommend_servicer = RecommendServicer(recommend)
+    events_servicer = EventServicer(events)
     limiter = KeyedRateLimiter.from_env()
-    events = EventServicer(producer)
     return GrpcServer(
         "gateway",
         [
-            lambda s: recommend_pb2_grpc.add_RecommendServiceServicer_to_server(recommend, s),
-            lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(events, s),
+            lambda s: recommend_pb2_grpc.add_RecommendServiceServicer_to_server(recommend_servicer, s),
+            lambda s: events_pb2_grpc.add_EventServiceServicer_to_server(events_servicer, s),
         ],
         [
             recommend_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name,

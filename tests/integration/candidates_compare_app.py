@@ -86,7 +86,7 @@ def main() -> None:
     try:
         from google.protobuf.json_format import ParseDict
 
-        from recsys.candidates.server import build_service
+        from recsys.candidates.main import build_service
         from recsys.cli import main as cli
         from recsys.common.clients import insecure_channel
         from recsys.v1 import candidates_pb2, candidates_pb2_grpc

@@ -22,7 +22,8 @@ from recsys.gateway.experiments import Experiment
 from recsys.gateway.fallbacks import BatchLists, PopularItems
 from recsys.gateway.hops import Backends
 from recsys.gateway.pipeline import Recommender
-from recsys.gateway.server import build_server
+from recsys.gateway.server import create_server
+from recsys.gateway.service import EventService, RecommendService
 from recsys.gateway.settings import GatewaySettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "local"
@@ -73,7 +74,7 @@ class Gateway:
 
 @contextmanager
 def running_gateway(kafka_bootstrap: str | None = None, **overrides) -> Iterator[Gateway]:
-    """A started gateway (build_server: the bootstrap reads RECSYS_TLS_* / RECSYS_AUTH_* / the rate limits from
+    """A started gateway (create_server: the bootstrap reads RECSYS_TLS_* / RECSYS_AUTH_* / the rate limits from
     the environment as in production), stopped at the end. Without `kafka_bootstrap` Kafka is a closed port."""
     settings = gateway_settings(**overrides)
     bootstrap = kafka_bootstrap or f"127.0.0.1:{closed_port()}"
@@ -84,7 +85,7 @@ def running_gateway(kafka_bootstrap: str | None = None, **overrides) -> Iterator
     publisher = AsyncPublisher(bootstrap, 1000)
     producer = SyncProducer(bootstrap)
     recommender = Recommender(settings, backends, Experiment.from_json(""), popular_items(), BatchLists({}))
-    server = build_server(settings, recommender, publisher, producer)
+    server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer))
     server.start(metrics=False)
     try:
         yield Gateway(server, publisher, producer, backends)

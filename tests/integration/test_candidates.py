@@ -270,7 +270,8 @@ def test_similar_items(stack, catalog):
 
 def test_top_k_search_equals_milvus_client_search(stack, catalog):
     from recsys.candidates import schema
-    from recsys.candidates.milvus import MilvusTarget, connect
+    from recsys.candidates.milvus import connect
+    from recsys.candidates.settings import MilvusTarget
     from recsys.candidates.top_k import search_top_k, search_top_k_many
     from recsys.candidates.versions import VersionStore
 
@@ -301,7 +302,8 @@ def test_top_k_search_equals_milvus_client_search(stack, catalog):
 
 
 def test_upserted_item_is_retrievable(stack, catalog, tmp_path):
-    from recsys.candidates.milvus import MilvusTarget, connect
+    from recsys.candidates.milvus import connect
+    from recsys.candidates.settings import MilvusTarget
     from recsys.candidates.versions import VersionStore
 
     milvus = connect(MilvusTarget(stack["env"]["RECSYS_MILVUS_URI"]))  # joins the service's Lite via its socket

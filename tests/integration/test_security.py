@@ -1,5 +1,5 @@
 """Transport security, authentication, rate limits and load shedding on real gRPC servers in this process: the
-gateway's build_server (backends unreachable, so Recommend degrades to popular items) and the bootstrap."""
+gateway's create_server (backends unreachable, so Recommend degrades to popular items) and the bootstrap."""
 
 from __future__ import annotations
 

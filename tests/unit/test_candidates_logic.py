@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from recsys.candidates import schema
+from recsys.candidates import schema, settings
 from recsys.candidates.catalog import ItemCatalog
 from recsys.candidates.filters import FilterSpec, GenreVocabulary, milvus_expr, parse_filter
 from recsys.candidates.popularity import PopularityIndex
@@ -118,7 +118,7 @@ def test_search_params_raise_hnsw_ef_to_k():
     assert schema.search_params({"ef": 64}, 300) == {"metric_type": "IP", "params": {"ef": 300}}
     assert schema.search_params({"nprobe": 16}, 300)["params"] == {"nprobe": 16}
     with pytest.raises(ValueError):
-        schema.parse_params("[1]", "X")
+        settings.parse_params("[1]", "X")
 
 
 def test_segment_lists_walk_their_own_order_with_the_same_filters():
@@ -159,7 +159,7 @@ class _RecordingSearch:
 
 
 def test_excluded_ids_are_dropped_from_an_over_fetched_answer():
-    from recsys.candidates.retrieval import POST_FILTER_MAX, Retriever
+    from recsys.candidates.service import POST_FILTER_MAX, Retriever
 
     hits = [(f"i{j}", 1.0 - j / 100) for j in range(100)]
     search = _RecordingSearch(hits)
@@ -176,7 +176,7 @@ def test_excluded_ids_are_dropped_from_an_over_fetched_answer():
 def test_a_milvus_rpc_error_becomes_a_short_reason():
     import grpc
 
-    from recsys.candidates.retrieval import _short_reason
+    from recsys.candidates.service import _short_reason
 
     class Rpc(grpc.RpcError):
         def code(self):

@@ -20,7 +20,7 @@ from recsys.common.errors import InvalidArgument
 from recsys.common.ratelimit import KeyedRateLimiter
 from recsys.gateway.events import validate_events
 from recsys.gateway.rerank import FilterSpec
-from recsys.gateway.server import validate_recommend
+from recsys.gateway.service import validate_recommend
 from recsys.gateway.settings import GatewaySettings
 from recsys.v1 import events_pb2
 

@@ -13,7 +13,7 @@ from recsys.gateway.budget import Budget
 from recsys.gateway.events import validate_events
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
-from recsys.gateway.server import validate_recommend
+from recsys.gateway.service import validate_recommend
 from recsys.gateway.settings import GatewaySettings
 from recsys.v1 import events_pb2, recommend_pb2
 

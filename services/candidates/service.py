@@ -14,7 +14,6 @@ import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -25,13 +24,14 @@ from recsys.candidates.active import ActiveIndex, ServingVersion
 from recsys.candidates.filters import FilterSpec, check_unknown_fields, milvus_expr, parse_filter, validate_item_ids
 from recsys.candidates.milvus import Milvus
 from recsys.candidates.search_batch import BatchTimeout, SearchBatcher
+from recsys.candidates.settings import RetrievalSettings
 from recsys.candidates.top_k import search_top_k_many
 from recsys.common.breaker import Breaker
 from recsys.common.errors import InvalidArgument, NotFound, Unavailable
 from recsys.common.feature_client import FeatureClient, UserContext, matrix_row
 from recsys.v1 import candidates_pb2
 
-log = logging.getLogger("recsys.candidates.retrieval")
+log = logging.getLogger("recsys.candidates.service")
 
 ANN = candidates_pb2.CANDIDATE_SOURCE_ANN
 POPULAR = candidates_pb2.CANDIDATE_SOURCE_POPULAR
@@ -45,17 +45,6 @@ MAX_RECENT = 1000
 # Milvus evaluating a long `item_id not in [...]` expression (about 1 ms less at 500 ids, 100k items). Beyond
 # it, Milvus filters them (its top-k limit is 16384).
 POST_FILTER_MAX = 4096
-
-
-@dataclass
-class RetrievalSettings:
-    max_k: int = 1000
-    max_exclude: int = 10000
-    search_timeout_s: float = 0.05
-    cold_start_ann_share: float = 0.5
-    search_params: dict | None = None
-    exclude_recent: bool = True
-    search_batch: int = 8
 
 
 class SearchFailed(RuntimeError):

@@ -1,0 +1,54 @@
+"""The gateway process: catalogue and fallbacks, backends, Kafka publishers, the gRPC server, until SIGTERM
+(`python -m recsys.gateway`, `recsys gateway serve`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from recsys.common import config
+from recsys.common.logs import configure_logging
+from recsys.common.server import run_forever
+from recsys.gateway.admission import Admission
+from recsys.gateway.catalogue import load_catalogue
+from recsys.gateway.events import AsyncPublisher, SyncProducer
+from recsys.gateway.experiments import Experiment
+from recsys.gateway.fallbacks import BatchLists
+from recsys.gateway.hops import Backends
+from recsys.gateway.pipeline import Recommender
+from recsys.gateway.server import create_server
+from recsys.gateway.service import EventService, RecommendService
+from recsys.gateway.settings import GatewaySettings
+
+log = logging.getLogger("recsys.gateway")
+
+
+def main(port: int | None = None) -> int:
+    """Load the catalogue and fallbacks, connect to the backends, and serve until SIGTERM."""
+    configure_logging("gateway", config.LOG_LEVEL.str())
+    settings = GatewaySettings.from_env()
+    if port is not None:
+        settings = replace(settings, port=port)
+    experiment = Experiment.from_json(settings.experiments_json)
+    popular = load_catalogue(settings.models_dir)
+    batch = BatchLists.load(settings.batch_recs_path)
+    backends = Backends(
+        settings.features_addr, settings.candidates_addr, settings.ranking_addr, settings.ranking_app,
+        settings.ranking_direct_addr,
+    )
+    bootstrap = config.KAFKA_BOOTSTRAP.str()
+    publisher = AsyncPublisher(bootstrap, settings.event_buffer, interval_s=settings.event_interval_ms / 1000)
+    producer = SyncProducer(bootstrap)
+    missing = backends.warm_up()
+    if missing:
+        log.warning("backends not reachable yet; serving degraded until they are", extra={"backends": missing})
+    admission = Admission(settings.max_full_path, settings.admission_wait_ms / 1000)
+    recommender = Recommender(settings, backends, experiment, popular, batch, admission)
+    server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer))
+    try:
+        run_forever(server)
+    finally:
+        publisher.close()
+        producer.close()
+        backends.close()
+    return 0
