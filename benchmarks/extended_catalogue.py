@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-_REPLACED = {"two_tower/item_ids.json", "two_tower/item_embeddings.npy", "features/item_features.parquet",
-             "popularity/popularity.parquet", "manifest.json"}
+from recsys.model import layout
+
+#: The files of the trained version that the extended one writes anew (the rest is copied, ALS left out).
+_REPLACED = {f"{layout.TWO_TOWER}/{layout.ITEM_IDS}", f"{layout.TWO_TOWER}/{layout.ITEM_EMBEDDINGS}",
+             f"{layout.FEATURES}/{layout.ITEM_FEATURES}", f"{layout.POPULARITY}/{layout.POPULARITY_TABLE}",
+             layout.MANIFEST}
 
 
 def _log(msg: str) -> None:
@@ -42,24 +46,25 @@ def _embed_new_items(trained: Path, extra: int):
     import pandas as pd
     import torch
 
-    from recsys.model.spec import FeatureSpec
+    from recsys.model.bundle import load_item_ids, load_spec
+    from recsys.model.layout import BundleLayout
     from recsys.training.data import generate
     from recsys.training.features import build_item_features
     from recsys.training.two_tower import TwoTowerConfig, TwoTowerNet
 
-    spec = FeatureSpec.from_dict(json.loads((trained / "feature_spec.json").read_text()))
-    tower = trained / "two_tower"
-    cfg = TwoTowerConfig(**json.loads((tower / "config.json").read_text()))
-    trained_ids = json.loads((tower / "item_ids.json").read_text())
-    item_frame = pd.read_parquet(trained / "features" / "item_features.parquet")
+    version = BundleLayout(trained)
+    spec = load_spec(trained)
+    cfg = TwoTowerConfig(**json.loads((version.two_tower / "config.json").read_text()))
+    trained_ids = load_item_ids(trained)
+    item_frame = pd.read_parquet(version.item_features)
     raw = item_frame.set_index(item_frame["item_id"].astype(object)).reindex(trained_ids)[spec.item_features]
     raw = raw.fillna(0.0).to_numpy(np.float32)
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0)  # the standardisation train_two_tower applied
-    with np.load(tower / "user_tower.npz") as arrays:
+    with np.load(version.user_tower) as arrays:
         n_users = len(arrays["user_ids"])
     net = TwoTowerNet(n_users, len(trained_ids), len(spec.user_features), len(spec.item_features), cfg)
-    net.load_state_dict(torch.load(tower / "model.pt"))
+    net.load_state_dict(torch.load(version.two_tower / "model.pt"))
     net.eval()
 
     ds = generate(max(extra // 3, 10_000), n_items=extra, seed=1)
@@ -82,6 +87,8 @@ def extend_catalogue(trained: Path, root: Path, n_items: int) -> Path:
     """The version (in the registry at `root`, made `latest`) with `n_items` items; built unless cached."""
     import pandas as pd
 
+    from recsys.model.bundle import load_item_ids
+    from recsys.model.layout import BundleLayout
     from recsys.model.registry import Registry
 
     params = {"items": n_items, "from": str(trained), "seed": 1}
@@ -90,30 +97,27 @@ def extend_catalogue(trained: Path, root: Path, n_items: int) -> Path:
         _log(f"catalogue: reusing {found}")
         return found
     started = time.perf_counter()
-    tower = trained / "two_tower"
-    trained_ids = json.loads((tower / "item_ids.json").read_text())
+    src = BundleLayout(trained)
+    trained_ids = load_item_ids(trained)
     _log(f"catalogue: generating {n_items - len(trained_ids):,} more items, embedded by the trained item tower")
     new_ids, new_features, new_embeddings, new_popularity = _embed_new_items(trained, n_items - len(trained_ids))
 
     def write(path: Path) -> list[str]:
         for source in trained.rglob("*"):
             relative = source.relative_to(trained)
-            if source.is_file() and str(relative) not in _REPLACED and relative.parts[0] != "als":
+            if source.is_file() and str(relative) not in _REPLACED and relative.parts[0] != layout.ALS:
                 (path / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source, path / relative)
-        (path / "two_tower").mkdir(exist_ok=True)
-        (path / "two_tower" / "item_ids.json").write_text(json.dumps(trained_ids + new_ids))
-        np.save(path / "two_tower" / "item_embeddings.npy", np.concatenate([np.load(tower / "item_embeddings.npy"),
-                                                                           new_embeddings]))
-        (path / "features").mkdir(exist_ok=True)
-        item_frame = pd.read_parquet(trained / "features" / "item_features.parquet")
-        pd.concat([item_frame, new_features], ignore_index=True).to_parquet(
-            path / "features" / "item_features.parquet", index=False
-        )
-        (path / "popularity").mkdir(exist_ok=True)
-        pop = pd.concat([pd.read_parquet(trained / "popularity" / "popularity.parquet"), new_popularity],
-                        ignore_index=True)
-        pop.sort_values("count", ascending=False, kind="stable").to_parquet(path / "popularity" / "popularity.parquet")
+        out = BundleLayout(path)
+        out.two_tower.mkdir(exist_ok=True)
+        out.item_ids.write_text(json.dumps(trained_ids + new_ids))
+        np.save(out.item_embeddings, np.concatenate([np.load(src.item_embeddings), new_embeddings]))
+        out.features_dir.mkdir(exist_ok=True)
+        item_frame = pd.read_parquet(src.item_features)
+        pd.concat([item_frame, new_features], ignore_index=True).to_parquet(out.item_features, index=False)
+        out.popularity.parent.mkdir(exist_ok=True)
+        pop = pd.concat([pd.read_parquet(src.popularity), new_popularity], ignore_index=True)
+        pop.sort_values("count", ascending=False, kind="stable").to_parquet(out.popularity)
         return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
     manifest = {k: v for k, v in Registry(trained.parent).manifest(trained.name).items()

@@ -135,11 +135,12 @@ def _requests(model_dir: Path, n: int, seed: int) -> list[tuple[str, list[str], 
     """(user, feature names, recent items most recent first, feature row) for n random users."""
     import pandas as pd
 
-    from recsys.model.spec import FeatureSpec
+    from recsys.model.bundle import load_spec
+    from recsys.model.layout import BundleLayout
 
-    spec = FeatureSpec.from_dict(json.loads((model_dir / "feature_spec.json").read_text()))
-    users = pd.read_parquet(model_dir / "features" / "user_features.parquet")
-    history = pd.read_parquet(model_dir / "features" / "user_history.parquet")
+    spec = load_spec(model_dir)
+    users = pd.read_parquet(BundleLayout(model_dir).user_features)
+    history = pd.read_parquet(BundleLayout(model_dir).user_history)
     recent = {str(u): list(h) for u, h in zip(history["user_id"], history["recent_item_ids"], strict=True)}
     rows = users.set_index(users["user_id"].astype(str))[spec.user_features]
     picks = np.random.default_rng(seed).choice(len(rows), size=n, replace=True)
@@ -172,6 +173,8 @@ def main() -> None:
     from google.protobuf.json_format import ParseDict  # noqa: F401  (import cost outside the timings)
 
     from recsys.common.clients import insecure_channel
+    from recsys.model.bundle import load_item_ids
+    from recsys.model.layout import BundleLayout
     from recsys.model.user_encoder import UserEncoder
     from recsys.v1 import candidates_pb2, candidates_pb2_grpc, features_pb2
 
@@ -211,9 +214,10 @@ def main() -> None:
         _log(f"index: {index['items']:,} items, {index['index_type']}, build {index['build_seconds']}s "
              f"(command {index_wall_s:.1f}s)")  # fmt: skip
 
-        encoder = UserEncoder.load(model_dir / "two_tower")
-        item_ids = np.asarray(json.loads((model_dir / "two_tower" / "item_ids.json").read_text()), dtype=object)
-        item_emb = np.load(model_dir / "two_tower" / "item_embeddings.npy")
+        version = BundleLayout(model_dir)
+        encoder = UserEncoder.load(version.user_tower)
+        item_ids = np.asarray(load_item_ids(model_dir), dtype=object)
+        item_emb = np.load(version.item_embeddings)
         position = {item: i for i, item in enumerate(item_ids)}
         calls = _requests(model_dir, args.warmup + args.requests, seed=7)
         latencies, answers, degraded = [], [], 0
