@@ -75,11 +75,12 @@ class Requests:
     def __init__(self, version_dir: Path, candidates: int) -> None:
         import pandas as pd
 
-        from recsys.model.spec import FeatureSpec
+        from recsys.model.bundle import load_spec
+        from recsys.model.layout import BundleLayout
 
-        self.spec = FeatureSpec.from_dict(json.loads((version_dir / "feature_spec.json").read_text()))
-        users = pd.read_parquet(version_dir / "features" / "user_features.parquet")
-        items = pd.read_parquet(version_dir / "features" / "item_features.parquet")
+        self.spec = load_spec(version_dir)
+        users = pd.read_parquet(BundleLayout(version_dir).user_features)
+        items = pd.read_parquet(BundleLayout(version_dir).item_features)
         self.users = users.set_index(users["user_id"].astype(str))[self.spec.user_features].astype(np.float32)
         self.items = items.set_index(items["item_id"].astype(str))[self.spec.item_features].astype(np.float32)
         if len(self.items) < candidates:

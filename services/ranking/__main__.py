@@ -1,7 +1,7 @@
-"""`python -m recsys.ranking`: run the ranking service (Ray Serve gRPC ingress) until SIGTERM."""
+"""`python -m recsys.ranking`: the ranking process (the image's, the chart's and the local stack's command)."""
 
 from recsys.common.entry import run_service
-from recsys.ranking.server import serve_forever
+from recsys.ranking.main import main
 
 if __name__ == "__main__":
-    run_service("ranking", serve_forever)
+    run_service("ranking", main)

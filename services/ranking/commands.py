@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from recsys.ranking import settings as _settings  # noqa: F401  (declares the variables for `recsys config`)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    if args.port is not None:
-        os.environ["RECSYS_RANKING_PORT"] = str(args.port)
-    if args.versions:
-        os.environ["RECSYS_RANKING_MODEL_VERSIONS"] = args.versions
-    from recsys.ranking.server import serve_forever
-
-    return serve_forever()
+from recsys.common.commands import add_serve_command
+from recsys.ranking.settings import PORT  # also declares the variables for `recsys config`
 
 
 def _versions(args: argparse.Namespace) -> int:
@@ -62,10 +52,10 @@ def _compile(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ranking", help="the ranking service (Ray Serve gRPC ingress)")
     sub = parser.add_subparsers(dest="ranking_command", required=True)
-    serve = sub.add_parser("serve", help="start Ray + Serve and rank until SIGTERM")
-    serve.add_argument("--port", type=int, default=None, help="gRPC port (default RECSYS_RANKING_PORT)")
-    serve.add_argument("--versions", default="", help="pin versions, e.g. dcn=v3,lightgbm=v2")
-    serve.set_defaults(func=_serve)
+    add_serve_command(
+        sub, __package__, "start Ray + Serve and rank until SIGTERM", PORT,
+        options=[(("--versions",), {"default": "", "help": "pin versions, e.g. dcn=v3,lightgbm=v2"})],
+    )
     versions = sub.add_parser("versions", help="list the rankers' versions in the model registry")
     versions.set_defaults(func=_versions)
     compile_ = sub.add_parser("compile", help="compile a LightGBM forest into the replicas' cache (lleaves)")

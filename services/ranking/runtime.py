@@ -37,7 +37,7 @@ from recsys.common import config
 from recsys.common.errors import CliError
 from recsys.common.ports import free_port
 from recsys.ranking import settings as ranking_settings
-from recsys.ranking.app import build, resolve_versions
+from recsys.ranking.server import build, resolve_versions
 from recsys.ranking.settings import RankingSettings
 
 log = logging.getLogger("recsys.ranking.runtime")
@@ -47,7 +47,7 @@ SERVICER_FUNCTIONS = [
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 ROUTE_PREFIX = "/ranking"
-PRELOAD_MODULES = "recsys.ranking.deployment"
+PRELOAD_MODULES = "recsys.ranking.server"
 # Unix socket paths (sun_path) hold 107 bytes; Ray appends "/session_<date>_<pid>/sockets/plasma_store".
 _MAX_TEMP_DIR_LEN = 40
 # Environment of the local Ray's processes (inherited from this driver by GCS, raylet and every worker),

@@ -440,7 +440,7 @@ def test_ray_service_serves_grpc_on_the_ranking_port(helm):
         "recsys.v1.ranking_pb2_grpc.add_RankingServiceServicer_to_server",
         "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
     ]
-    assert serve["applications"][0]["import_path"] == "recsys.ranking.app:app_builder"
+    assert serve["applications"][0]["import_path"] == "recsys.ranking.server:app_builder"
     assert [app["name"] for app in serve["applications"]] == ["ranking"]
     # The serve Service keeps the name the gateway's RECSYS_RANKING_ADDR points at.
     assert ray_service["serveService"]["metadata"]["name"] == "rs-ranking"

@@ -18,7 +18,7 @@ def test_parse_versions_and_aliases():
 
 
 def test_options_replicas_or_autoscaling(monkeypatch):
-    from recsys.ranking.app import deployment_options, user_config
+    from recsys.ranking.server import deployment_options, user_config
 
     monkeypatch.setenv("RECSYS_RANKING_REPLICAS", "2")
     fixed = deployment_options(RankingSettings.from_env())
