@@ -4,7 +4,10 @@
                                  (version, created_at, code version, data fingerprint, config, metrics,
                                  timings, files)
   <root>/latest                  text file naming the version serving should load
-  <root>/history.jsonl           every move of the `latest` pointer (publish / rollback)
+  <root>/history.jsonl           every event of the registry's life: each move of `latest` (publish / set /
+                                 rollback / promote, with `from` and `to`), and each gate decision, canary start,
+                                 promotion and rollback (`kind`, `version`, ...), one JSON object a line
+  <root>/rollout.json            the canary in progress, if any (`recsys.model.rollout`)
 
 A version is written into a temporary folder and renamed into place, and `latest` is replaced
 atomically, so readers never see a half-written version.
@@ -25,6 +28,7 @@ from recsys.model.layout import MANIFEST
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 LATEST = "latest"
+HISTORY = "history.jsonl"
 
 
 class RegistryError(ValueError):
@@ -99,10 +103,34 @@ class Registry:
         tmp = self.root / f".latest-{os.getpid()}"
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / LATEST)
-        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
-                 "from": previous, "to": version}
-        with (self.root / "history.jsonl").open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        self.record("latest", reason=reason, **{"from": previous, "to": version})
+
+    def record(self, kind: str, **fields: object) -> dict:
+        """Append one event (`kind` plus fields) to the history; returns it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": kind, **fields}
+        with (self.root / HISTORY).open("a") as fh:
+            fh.write(json.dumps(entry, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+    def history(self, kind: str | None = None) -> list[dict]:
+        """Every event of the history, oldest first (only those of `kind` when given)."""
+        path = self.root / HISTORY
+        if not path.exists():
+            return []
+        events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [e for e in events if kind is None or e.get("kind") == kind]
+
+    def update_manifest(self, version: str, **fields: object) -> dict:
+        """Merge `fields` into a version's manifest (atomic replace); returns the new manifest."""
+        path = self.path(version) / MANIFEST
+        manifest = {**json.loads(path.read_text()), **fields}
+        tmp = path.with_name(f".{MANIFEST}.{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        os.replace(tmp, path)
+        return manifest
 
     def rollback(self, to: str | None = None) -> str:
         """Point `latest` at `to`, or by default at the newest version older than the current one."""
