@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "recsys.gateway.commands",
     "recsys.stack.commands",
     "recsys.candidates.commands",
+    "recsys.lifecycle.commands",
 )
 
 

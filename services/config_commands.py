@@ -18,6 +18,7 @@ SETTINGS_MODULES = (
     "recsys.gateway.settings",
     "recsys.monitoring.settings",
     "recsys.ranking.settings",
+    "recsys.lifecycle.settings",
 )
 
 

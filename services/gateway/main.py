@@ -16,6 +16,7 @@ from recsys.gateway.experiments import Experiment
 from recsys.gateway.fallbacks import BatchLists
 from recsys.gateway.hops import Backends
 from recsys.gateway.pipeline import Recommender
+from recsys.gateway.rollout import CanaryExperiment, RolloutFollower
 from recsys.gateway.server import create_server
 from recsys.gateway.service import EventService, RecommendService
 from recsys.gateway.settings import GatewaySettings
@@ -29,7 +30,9 @@ def main(port: int | None = None) -> int:
     settings = GatewaySettings.from_env()
     if port is not None:
         settings = replace(settings, port=port)
-    experiment = Experiment.from_json(settings.experiments_json)
+    refresh_s = settings.rollout_refresh_s
+    follower = RolloutFollower(settings.models_dir, refresh_s) if refresh_s > 0 else None
+    experiment = CanaryExperiment(Experiment.from_json(settings.experiments_json), follower)
     popular = load_catalogue(settings.models_dir)
     batch = BatchLists.load(settings.batch_recs_path)
     backends = Backends(

@@ -60,6 +60,12 @@ EVENT_INTERVAL_MS = declare(
     "meanwhile (kafka-python costs CPU per request, not per event; 0 = send each at once)",
     "gateway",
 )
+ROLLOUT_REFRESH_S = declare(
+    "RECSYS_GATEWAY_ROLLOUT_REFRESH_S",
+    2.0,
+    "Seconds between reads of the registry's canary state (rollout.json); 0 = ignore canaries",
+    "gateway",
+)
 PREDICTION_SAMPLE = declare(
     "RECSYS_GATEWAY_PREDICTION_SAMPLE", 0.1, "Share of requests whose features and scores go to Kafka", "gateway"
 )
@@ -90,6 +96,7 @@ class GatewaySettings:
     max_full_path: int
     admission_wait_ms: float
     prediction_sample: float
+    rollout_refresh_s: float = 2.0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -115,4 +122,5 @@ class GatewaySettings:
             max_full_path=max(0, MAX_FULL_PATH.int()),
             admission_wait_ms=max(0.0, ADMISSION_WAIT_MS.float()),
             prediction_sample=PREDICTION_SAMPLE.float(),
+            rollout_refresh_s=ROLLOUT_REFRESH_S.float(),
         )

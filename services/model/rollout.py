@@ -1,7 +1,8 @@
 """The canary of a challenger version: its state in the registry, and the rule that ends it.
 
 `<models>/rollout.json` names the challenger being served to a share of users (the gateway adds a `canary` variant
-for them: the control's ranker at the challenger's version; the ranking service loads both versions). The canary
+for them, named `canary-<version>`: the control's ranker at the challenger's version; the ranking service loads
+both versions). The canary
 ends in one of two ways, each an event in the registry's history:
 
 - promote: the challenger becomes `latest` (every service follows `latest`), `canary_promoted`;
@@ -40,7 +41,9 @@ class Rollout:
 
     @property
     def variant(self) -> str:
-        return CANARY_VARIANT
+        """The experiment variant the canary's users are in (its own name per challenger, so the monitoring
+        service's figures of one canary never mix with another's)."""
+        return f"{CANARY_VARIANT}-{self.challenger}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""The lifecycle loop `recsys serve` runs beside the services: canary decisions every `check_s`, and
+`recsys retrain` on a schedule (`retrain_interval_s`) or on demand (`request_retrain`), one at a time and never
+while a canary runs. After a promotion the new `latest` is materialized and indexed, as after `recsys train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recsys.lifecycle import canary
+from recsys.lifecycle.settings import LifecycleSettings
+from recsys.model import rollout
+from recsys.model.registry import Registry
+
+log = logging.getLogger("recsys.lifecycle.loop")
+
+REQUEST = "retrain.request"
+
+Runner = Callable[[list[str]], int]
+
+
+def request_retrain(models_dir: str | Path, reason: str) -> Path:
+    """Ask the loop for a retrain (it runs at its next check); returns the request file."""
+    path = Path(models_dir) / REQUEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{REQUEST}.{os.getpid()}")
+    tmp.write_text(json.dumps({"reason": reason, "at": time.time()}))
+    os.replace(tmp, path)
+    return path
+
+
+def run_cli(env: dict[str, str], log_path: Path) -> Runner:
+    """A runner of `recsys` steps as their own processes, with `env`, appending to `log_path`."""
+
+    def run(argv: list[str]) -> int:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            return subprocess.run([sys.executable, "-m", "recsys.cli", *argv], env={**os.environ, **env},
+                                  stdout=out, stderr=subprocess.STDOUT).returncode
+
+    return run
+
+
+class LifecycleLoop:
+    """Canary checks and retrains in one background thread (so never two retrains at once)."""
+
+    def __init__(self, settings: LifecycleSettings, run: Runner, log_uri: str = "") -> None:
+        self.settings = settings
+        self.registry = Registry(settings.models_dir)
+        self.run = run
+        self.log_uri = log_uri
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lifecycle", daemon=True)
+        self._last_retrain = time.monotonic()
+        self.retrains = 0
+
+    def start(self) -> LifecycleLoop:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.check_s):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - one failed check must not end the loop
+                log.exception("lifecycle check failed")
+
+    def tick(self) -> None:
+        """One round: decide the canary, else retrain when one is due or requested."""
+        result = canary.check(self.registry, self.settings.monitoring_addr, self.settings.policy)
+        if result is not None:
+            if result.verdict.action == rollout.PROMOTE:
+                self._follow_latest()
+            return
+        request = self.settings.models_dir / REQUEST
+        due = self.settings.retrain_interval_s > 0 and (
+            time.monotonic() - self._last_retrain >= self.settings.retrain_interval_s)
+        if request.exists() or due:
+            reason = _reason(request) if request.exists() else "schedule"
+            request.unlink(missing_ok=True)
+            self.retrain(reason)
+
+    def retrain(self, reason: str) -> int:
+        """Run `recsys retrain` once (the gate and the canary decide the rest); returns its exit code."""
+        self._last_retrain = time.monotonic()
+        argv = ["retrain", "--models", str(self.settings.models_dir), "--quiet"]
+        base = self.settings.retrain_base
+        if self.log_uri:
+            argv += ["--base", str(base), "--log", self.log_uri]
+        else:
+            argv += ["--data", str(base)]
+        log.info("retrain", extra={"reason": reason, "argv": argv})
+        before = self.registry.latest()
+        self.registry.record("retrain_started", reason=reason)
+        code = self.run(argv)
+        self.retrains += 1
+        if code != 0:
+            self.registry.record("retrain_failed", reason=reason, exit_code=code)
+        elif self.registry.latest() != before:
+            self._follow_latest()  # promoted at once (no canary share)
+        return code
+
+    def _follow_latest(self) -> None:
+        """The online store and the Milvus index follow the new `latest` (the ranking service follows it itself)."""
+        for argv in (["materialize"], ["index", "--quiet"]):
+            code = self.run(argv)
+            if code != 0:
+                log.error("step after promotion failed", extra={"argv": argv, "exit_code": code})
+
+
+def _reason(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text()).get("reason", "request"))
+    except (OSError, ValueError):
+        return "request"
