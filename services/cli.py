@@ -20,12 +20,14 @@ COMMAND_MODULES = (
     "recsys.common.protogen",
     "recsys.training.data.commands",
     "recsys.training.commands",
+    "recsys.training.retrain_commands",
     "recsys.monitoring.commands",
     "recsys.ranking.commands",
     "recsys.features.commands",
     "recsys.gateway.commands",
     "recsys.stack.commands",
     "recsys.candidates.commands",
+    "recsys.eventlog.commands",
     "recsys.lifecycle.commands",
 )
 

@@ -14,11 +14,13 @@ from recsys.common import config
 SETTINGS_MODULES = (
     "recsys.common.config",
     "recsys.candidates.settings",
+    "recsys.eventlog.settings",
     "recsys.features.settings",
     "recsys.gateway.settings",
     "recsys.monitoring.settings",
     "recsys.ranking.settings",
     "recsys.lifecycle.settings",
+    "recsys.training.settings",
 )
 
 

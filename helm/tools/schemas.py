@@ -396,6 +396,29 @@ def umbrella_schema() -> Schema:
             required=["enabled", "schedule", "steps"],
         ),
     }
+    eventlog = obj(
+        {
+            "enabled": BOOL,
+            "uri": string(
+                minLength=1,
+                pattern=r"^(/|[A-Za-z][A-Za-z0-9+.-]*://)",
+                description="an absolute path in the pods or an object-store URI (s3://bucket/prefix)",
+            ),
+            "replicas": integer(0),
+            "command": array(string(), minItems=1),
+            "config": CONFIG,
+            "envLeftAtDefault": ENV_LIST,
+            "storageEnv": array(obj({"name": ENV_NAME}, required=["name"], extra=True)),
+            "resources": RESOURCES,
+            "terminationGracePeriodSeconds": integer(0),
+            "podSecurityContext": ANY_OBJECT,
+            "securityContext": ANY_OBJECT,
+            "nodeSelector": STRING_MAP,
+            "tolerations": OBJECT_LIST,
+            "affinity": ANY_OBJECT,
+        },
+        required=["enabled", "uri", "replicas", "command", "resources"],
+    )
     toggle = obj({"enabled": BOOL}, required=["enabled"], extra=True)
     properties: Schema = {
         "global": global_schema,
@@ -455,11 +478,12 @@ def umbrella_schema() -> Schema:
         "milvus": obj({"enabled": BOOL}, required=["enabled"], extra=True),
         "jobs": jobs,
         "cronJobs": cron_jobs,
+        "eventlog": eventlog,
     }
     return {
         "$schema": DRAFT,
         "title": "recsys umbrella chart values",
-        **obj(properties, required=["global", *COMPONENTS, "jobs", "cronJobs"]),
+        **obj(properties, required=["global", *COMPONENTS, "jobs", "cronJobs", "eventlog"]),
     }
 
 

@@ -126,6 +126,17 @@ def request_metadata(request_id: str | None = None) -> tuple[tuple[str, str], ..
     return ((REQUEST_ID_HEADER, request_id or uuid.uuid4().hex),)
 
 
+def credential_metadata() -> tuple[tuple[str, str], ...]:
+    """The credentials recsys' own jobs present to a public RPC: RECSYS_CLIENT_TOKEN as a bearer token, else
+    RECSYS_CLIENT_API_KEY as `x-api-key`, else none (auth off)."""
+    token, key = config.CLIENT_TOKEN.str().strip(), config.CLIENT_API_KEY.str().strip()
+    if token:
+        return (("authorization", f"Bearer {token}"),)
+    if key:
+        return (("x-api-key", key),)
+    return ()
+
+
 def wait_ready(target: str, timeout_s: float = 30.0, tls: TlsConfig | None = None) -> None:
     """Block until a channel to target (see `channel`) is READY or raise TimeoutError."""
     with channel(target, tls) as ch:

@@ -147,6 +147,11 @@ AUTH_JWT_SECRET = declare("RECSYS_AUTH_JWT_SECRET", "", "HS256 secret of bearer 
 AUTH_JWT_SECRET_FILE = declare("RECSYS_AUTH_JWT_SECRET_FILE", "", "File holding the HS256 secret instead")
 AUTH_JWT_ISSUER = declare("RECSYS_AUTH_JWT_ISSUER", "", "Required `iss` of bearer tokens (empty = not checked)")
 AUTH_JWT_AUDIENCE = declare("RECSYS_AUTH_JWT_AUDIENCE", "", "Required `aud` of bearer tokens (empty = not checked)")
+CLIENT_API_KEY = declare(
+    "RECSYS_CLIENT_API_KEY", "", "API key (<id>.<secret>) recsys' own jobs send to the public RPCs when auth is on "
+    "(e.g. `recsys canary decide` reading monitoring)"
+)
+CLIENT_TOKEN = declare("RECSYS_CLIENT_TOKEN", "", "Bearer token (JWT) recsys' own jobs send instead of an API key")
 AUTH_JWT_LEEWAY_S = declare("RECSYS_AUTH_JWT_LEEWAY_S", 30.0, "Clock skew tolerated on `exp` / `nbf` (seconds)")
 
 # Kafka client security, applied to every producer, consumer and admin client (services/common/kafka/clients.py).

@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from recsys.v1 import events_pb2
+
 IMPRESSIONS = "impressions"
 EVENTS = "events"
 TABLES = (IMPRESSIONS, EVENTS)
@@ -62,6 +64,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
 }
 
+#: EventType number -> the `type` column's value: the lower-case name without its prefix ("click").
+EVENT_TYPE_NAMES: dict[int, str] = {
+    number: name.removeprefix("EVENT_TYPE_").lower() for name, number in events_pb2.EventType.items()
+}
+
 PARTITIONING = pads.partitioning(pa.schema([("date", pa.string()), ("hour", pa.string())]), flavor="hive")
 _NAME = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d+)\+(?P<first>\d+)-(?P<last>\d+)\+(?P<part>\d+)of(?P<parts>\d+)"
                    r"\.parquet$")
@@ -94,6 +101,12 @@ def hour_of(timestamp_ms: int) -> tuple[str, str]:
     """The (date, hour) partition values of an event time (UTC)."""
     t = datetime.fromtimestamp(timestamp_ms / 1000.0, tz=UTC)
     return t.strftime("%Y-%m-%d"), t.strftime("%H")
+
+
+def hour_start_ms(date: str, hour: str) -> int:
+    """The first millisecond (UTC) of a (date, hour) partition: the inverse of `hour_of`."""
+    start = datetime.strptime(f"{date} {hour}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return int(start.timestamp()) * 1000
 
 
 def partition_dir(root: str, table: str, date: str, hour: str) -> str:

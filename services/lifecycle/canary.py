@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import grpc
 from prometheus_client import Counter, Gauge
 
-from recsys.common.clients import channel
+from recsys.common.clients import channel, credential_metadata, request_metadata
 from recsys.model import rollout
 from recsys.model.registry import Registry
 from recsys.v1 import monitoring_pb2, monitoring_pb2_grpc
@@ -53,16 +53,18 @@ def figures(monitoring_addr: str, canary: rollout.Rollout, timeout_s: float = 5.
     """Ask the monitoring service for the canary variant's CTR and lift since the canary started."""
     age = max(0.0, time.time() - canary.started_at)
     window = max(WINDOW_STEP_S, math.ceil(age / WINDOW_STEP_S) * WINDOW_STEP_S)
+    metadata = (*request_metadata(), *credential_metadata())
     with channel(monitoring_addr) as ch:
         stub = monitoring_pb2_grpc.MonitoringServiceStub(ch)
         try:
             reply = stub.GetOnlineMetrics(monitoring_pb2.GetOnlineMetricsRequest(window_seconds=window),
-                                          timeout=timeout_s)
+                                          timeout=timeout_s, metadata=metadata)
         except grpc.RpcError as exc:  # a bucket size other than 60 s: the whole retained history instead
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
             window = 0
-            reply = stub.GetOnlineMetrics(monitoring_pb2.GetOnlineMetricsRequest(window_seconds=0), timeout=timeout_s)
+            reply = stub.GetOnlineMetrics(monitoring_pb2.GetOnlineMetricsRequest(window_seconds=0),
+                                          timeout=timeout_s, metadata=metadata)
     by_name = {v.variant: v for v in reply.variants}
     mine = by_name.get(canary.variant)
     control = by_name.get("control") or next(iter(reply.variants), None)

@@ -45,6 +45,25 @@ def _decide(args: argparse.Namespace) -> int:
     print(json.dumps({"version": result.rollout.challenger, "action": result.verdict.action,
                       "reason": result.verdict.reason, "latest": result.latest,
                       "figures": result.figures.__dict__}, default=str))
+    if args.follow and result.verdict.action == "promote" and not args.dry_run:
+        return _follow_latest()
+    return 0
+
+
+def _follow_latest() -> int:
+    """After a promotion: the new `latest`'s features into the online store, and its embeddings into a Milvus
+    server (an embedded Milvus Lite lives in each candidates pod, out of a job's reach)."""
+    import os
+    import subprocess
+    import sys
+
+    steps = [["materialize"]]
+    if os.environ.get("RECSYS_MILVUS_URI", "").startswith(("http://", "https://", "tcp://")):
+        steps.append(["index", "--quiet"])
+    for argv in steps:
+        code = subprocess.run([sys.executable, "-m", "recsys.cli", *argv]).returncode
+        if code != 0:
+            raise CliError(f"`recsys {' '.join(argv)}` after the promotion failed with exit code {code}")
     return 0
 
 
@@ -89,6 +108,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "decide":
             p.add_argument("--monitoring", default="", help="monitoring address (default RECSYS_MONITORING_ADDR)")
             p.add_argument("--dry-run", action="store_true", help="print the decision without acting on it")
+            p.add_argument("--follow", action="store_true",
+                           help="after a promotion, materialize the new latest (and index it into a Milvus server)")
         if name == "start":
             p.add_argument("--version", required=True, help="the challenger's registry version")
             p.add_argument("--share", type=float, required=True, help="share of users, between 0 and 1")

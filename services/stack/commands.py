@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
 from pathlib import Path
@@ -11,6 +12,9 @@ from recsys.common import config
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from recsys.eventlog.settings import EventLogSettings
+    from recsys.lifecycle.loop import LifecycleLoop, run_cli
+    from recsys.lifecycle.settings import LifecycleSettings
     from recsys.stack.local import StackConfig, start_stack
 
     cfg = StackConfig.default(Path(config.VAR_DIR.str()), config.KAFKA_BOOTSTRAP.str())
@@ -18,10 +22,18 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    env = cfg.env()
+    loop = None
+    if not args.no_loop:  # the lifecycle loop: canary decisions, scheduled and requested retrains
+        os.environ.update(env)  # the loop's settings read the stack's folders and addresses
+        loop = LifecycleLoop(LifecycleSettings.from_env(), run_cli(env, cfg.var_dir / "logs" / "lifecycle.log"),
+                             log_uri=EventLogSettings.from_env().uri).start()
     print("serving: " + ", ".join(f"{name} {cfg.address(name)}" for name in cfg.ports), flush=True)
     try:
         stop.wait()
     finally:
+        if loop is not None:
+            loop.stop()
         supervisor.stop()
     return 0
 
@@ -39,6 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="start every service on embedded defaults and keep them up")
+    serve.add_argument("--no-loop", action="store_true",
+                       help="no lifecycle loop (canary decisions, scheduled or requested `recsys retrain`)")
     serve.set_defaults(func=_serve)
     demo = subparsers.add_parser("demo", help="the main job: data, training, every service, traffic, live CTR")
     demo.add_argument("--data", help="use this dataset folder instead of generating one")

@@ -31,8 +31,8 @@ SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
 # Ports per ranking instance for its replicas' own gRPC ingress (Ray Serve direct ingress): up to this many
 # replicas per instance are reached without the Serve proxy's hop; more go through the proxy.
 DIRECT_PORTS_PER_INSTANCE = 4
-# Background workers without a gRPC port: the Kafka -> Feast streaming updater.
-WORKERS = {"features-consumer": ["features", "consume"]}
+# Background workers without a gRPC port: the Kafka -> Feast streaming updater, the Kafka -> Parquet event log.
+WORKERS = {"features-consumer": ["features", "consume"], "eventlog": ["eventlog", "run"]}
 
 
 @dataclass

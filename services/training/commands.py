@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recsys.model.registry import Registry
     from recsys.training.pipeline import train_all
     from recsys.training.provenance import code_version, data_fingerprint
+    from recsys.training.window import data_span
 
     ds = _load(args.data)
     cfg = _config(args)
@@ -51,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     manifest = {
         "dataset": {"name": ds.name, "path": str(args.data), "fingerprint": data_fingerprint(ds),
                     "n_users": ds.n_users, "n_items": ds.n_items, "n_interactions": len(ds.interactions)},
+        "data_window": {"train": data_span(ds.interactions)},
         "code_version": code_version(),
         "config": cfg.to_dict(),
         "timings": {**timings, "train_s": train_s},

@@ -1,5 +1,6 @@
 """Fitting the DCN-v2 ranker (`recsys.model.rankers.dcn`): binary cross-entropy plus, when `listwise` > 0, a
-per-user softmax loss that rewards ordering each user's positives above that user's negatives."""
+per-user softmax loss that rewards ordering each user's positives above that user's negatives; both weighted
+per example when weights are given (inverse-propensity weights of logged clicks)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tqdm.auto import tqdm
 
 from recsys.model.rankers.dcn import DCNConfig, DCNRanker, DCNv2
 from recsys.training import optim
+from recsys.training.examples import normalized_weights
 
 
 def _group_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -27,12 +29,15 @@ def _group_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator
     return out
 
 
-def listwise_loss(logits: torch.Tensor, y: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """Mean over positives of -log softmax(logits within the positive's group)."""
+def listwise_loss(
+    logits: torch.Tensor, y: torch.Tensor, group: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(Weighted) mean over positives of -log softmax(logits within the positive's group)."""
     n_groups = int(group.max()) + 1
     top = torch.full((n_groups,), -torch.inf).scatter_reduce(0, group, logits.detach(), "amax")
     sums = torch.zeros(n_groups).index_add(0, group, torch.exp(logits - top[group]))
     lse = torch.log(sums) + top
+    y = y if weight is None else y * weight
     return -(y * (logits - lse[group])).sum() / y.sum().clamp(min=1.0)
 
 
@@ -43,9 +48,11 @@ def train_dcn(
     cfg: DCNConfig,
     progress: bool = True,
     groups: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> DCNRanker:
     """Fit DCN-v2 on raw ranking inputs `x` (N, F) and binary labels `y`; `groups` (N,) holds each row's
-    user (rows grouped contiguously), needed for the listwise loss."""
+    user (rows grouped contiguously), needed for the listwise loss; `weights` (N,) weigh each row's loss
+    (scaled to mean 1, so the learning rate means the same with and without them)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     mean = x.mean(axis=0).astype(np.float32)
@@ -55,6 +62,7 @@ def train_dcn(
     ranker = DCNRanker(net, mean, std, cfg, features)
     xt = ranker._prepare(x)
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+    wt = None if weights is None else torch.from_numpy(normalized_weights(weights, len(y)).astype(np.float32))
     batch_size = int(min(cfg.batch_size, max(64, len(x) // max(cfg.min_steps_per_epoch, 1))))
     listwise = cfg.listwise > 0 and groups is not None
     if listwise:
@@ -74,10 +82,11 @@ def train_dcn(
         for b in batches:
             b = torch.as_tensor(b)
             logits = net(xt[b])
-            loss = F.binary_cross_entropy_with_logits(logits, yt[b])
+            wb = None if wt is None else wt[b]
+            loss = F.binary_cross_entropy_with_logits(logits, yt[b], weight=wb)
             if listwise:
                 _, local = torch.unique(gt[b], return_inverse=True)
-                loss = loss + cfg.listwise * listwise_loss(logits, yt[b], local)
+                loss = loss + cfg.listwise * listwise_loss(logits, yt[b], local, wb)
             running += optim.step(loss, opt, sched, bar)
         bar.set_postfix(epoch=epoch + 1, loss=f"{running / max(len(batches), 1):.4f}")
     bar.close()

@@ -7,17 +7,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from recsys.model.rankers.lightgbm import LGBMConfig, LGBMRankerModel
+from recsys.training.examples import normalized_weights
 
 
-def platt(scores: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tuple[float, float]:
-    """Fit p = sigmoid(a * s + b) by Newton's method on the log-loss (a small ridge keeps it stable)."""
+def platt(
+    scores: np.ndarray, labels: np.ndarray, iterations: int = 100, weights: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Fit p = sigmoid(a * s + b) by Newton's method on the (weighted) log-loss (a small ridge keeps it stable)."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
+    c = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)
     a, b = 1.0, 0.0
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(a * s + b)))
-        w = p * (1 - p)
-        grad = np.array([np.sum((p - y) * s) + 1e-6 * a, np.sum(p - y)])
+        w = c * p * (1 - p)
+        grad = np.array([np.sum(c * (p - y) * s) + 1e-6 * a, np.sum(c * (p - y))])
         hess = np.array([[np.sum(w * s * s) + 1e-6, np.sum(w * s)], [np.sum(w * s), np.sum(w) + 1e-9]])
         step = np.linalg.solve(hess, grad)
         a, b = a - step[0], b - step[1]
@@ -26,10 +30,10 @@ def platt(scores: np.ndarray, labels: np.ndarray, iterations: int = 100) -> tupl
     return float(a), float(b)
 
 
-def train_lgbm(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig, progress: bool = False
-) -> LGBMRankerModel:
-    """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously)."""
+def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig,
+               progress: bool = False, weights: np.ndarray | None = None) -> LGBMRankerModel:
+    """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously);
+    `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1, and the calibration."""
     groups = np.asarray(groups)
     boundaries = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1, len(groups)]
     sizes = np.diff(boundaries)
@@ -50,9 +54,11 @@ def train_lgbm(
         "lambdarank_truncation_level": 50,
         "eval_at": [20],
     }
-    data = lgb.Dataset(np.asarray(x, dtype=np.float32), label=np.asarray(y), group=sizes, feature_name=features)
+    w = None if weights is None else normalized_weights(weights, len(y))
+    data = lgb.Dataset(np.asarray(x, dtype=np.float32), label=np.asarray(y), group=sizes, feature_name=features,
+                       weight=w)
     with tqdm(total=cfg.n_estimators, desc="lightgbm", unit="tree", disable=not progress, leave=False) as bar:
         booster = lgb.train(params, data, num_boost_round=cfg.n_estimators, callbacks=[lambda env: bar.update(1)])
     model = LGBMRankerModel(booster, 1.0, 0.0, cfg, features)
-    model.a, model.b = platt(model.score(x), y)
+    model.a, model.b = platt(model.score(x), y, weights=w)
     return model

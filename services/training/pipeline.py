@@ -6,6 +6,8 @@ Training (`train_all`):
    user's top candidates; positives are the label items among them (the ranker only ever sees
    candidates; `outside_positives` adds the missed ones too), negatives are other candidates (hard)
    plus random items, all with features computed from the history only (what serving would have known).
+   A dataset built from the event log (`ds.exposures`) adds the items each user was shown in the label
+   window and did not click as negatives, and weighs logged clicks by 1 / propensity of their position.
 2. DCN-v2 and LightGBM are fit on those examples.
 3. The final two-tower model, the ALS baseline and popularity are fit on all of the data, and the
    feature tables are computed on all of it.
@@ -34,6 +36,7 @@ from recsys.model.user_encoder import UserEncoder
 from recsys.training.data.schema import Dataset, validate
 from recsys.training.dcn import train_dcn
 from recsys.training.examples import RankingExamples, build_examples
+from recsys.training.exposures import label_window_feedback
 from recsys.training.features import build_feature_spec, build_item_features, build_user_features, build_user_history
 from recsys.training.lgbm import train_lgbm
 from recsys.training.matrix import InteractionMatrix, batches, top_k
@@ -51,6 +54,7 @@ class TrainConfig:
     n_hard: int = 100
     n_random: int = 20
     max_pos: int = 50
+    max_exposed: int = 100  # logged exposure-aware negatives per user (only when the data has exposures)
     outside_positives: bool = False
     default_ranker: str = "lgbm"
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
@@ -250,9 +254,13 @@ def label_window_examples(
     cand, _ = stage.retrieve(state, cfg.candidates)
     label_m = InteractionMatrix.from_interactions(labels, stage.items, IdIndex(users))
     positives = label_m.seen(np.arange(len(users)))
+    logged = None
+    if ds.exposures is not None and len(ds.exposures):
+        logged = label_window_feedback(ds.exposures, labels, label_m.users, stage.items)
     return build_examples(
         stage.spec, state.features, stage.item_feats, stage.user_embeddings(state), stage.item_emb,
         cand, positives, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng, cfg.outside_positives,
+        logged, cfg.max_exposed,
     )
 
 
@@ -261,8 +269,8 @@ def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig
         raise DatasetError("too few interactions per user to build ranking examples (need labels of both kinds)")
     names = spec.ranking_features
     return {
-        "dcn": train_dcn(examples.x, examples.y, names, cfg.dcn, progress),
-        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm, progress),
+        "dcn": train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight),
+        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm, progress, examples.weight),
     }
 
 

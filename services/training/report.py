@@ -11,6 +11,8 @@ from pathlib import Path
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 W, H, PAD = 460, 300, 48
+STYLE = ("body{font-family:sans-serif;margin:24px} table{border-collapse:collapse;font-size:12px}\n"
+         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right} svg{margin:8px;border:1px solid #eee}")
 
 
 def _axes(title: str, x_label: str, y_label: str) -> list[str]:
@@ -77,13 +79,38 @@ def histogram(title: str, counts: dict[str, list[int]]) -> str:
     return "\n".join(out)
 
 
+def bar_chart(title: str, groups: dict[str, dict[str, float]], y_label: str = "value") -> str:
+    """SVG grouped bars: one group per key of `groups`, one bar per series inside it (same colour per series)."""
+    names = list(dict.fromkeys(s for bars in groups.values() for s in bars))
+    values = [v for bars in groups.values() for v in bars.values() if math.isfinite(v)]
+    if not names or not values:
+        return ""
+    out = _axes(title, "", y_label)
+    sy = _scale(0.0, max(max(values), 0.0) * 1.1 or 1.0, H - PAD, 28)
+    slot = (W - 110 - PAD) / len(groups)
+    bw = slot * 0.8 / len(names)
+    for g, (group, bars) in enumerate(groups.items()):
+        x0 = PAD + g * slot + slot * 0.1
+        for n, name in enumerate(names):
+            v = bars.get(name, float("nan"))
+            if math.isfinite(v):
+                out.append(f'<rect x="{x0 + n * bw:.1f}" y="{sy(max(v, 0.0)):.1f}" width="{bw:.1f}" '
+                           f'height="{H - PAD - sy(max(v, 0.0)):.1f}" fill="{COLORS[n % len(COLORS)]}"/>')
+        out.append(f'<text x="{x0 + slot * 0.4:.1f}" y="{H - PAD + 14}" text-anchor="middle">'
+                   f"{html.escape(group)}</text>")
+    for n, name in enumerate(names):
+        out.append(f'<text x="{W - 105}" y="{34 + 14 * n}" fill="{COLORS[n % len(COLORS)]}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def calibration_chart(title: str, bins: dict[str, list[dict]]) -> str:
     series = {name: [(b["mean_prob"], b["rate"]) for b in bs] for name, bs in bins.items()}
     series["ideal"] = [(0.0, 0.0), (1.0, 1.0)]
     return line_chart(title, series, "mean predicted probability", "observed positive rate")
 
 
-def _table(title: str, rows: dict[str, dict], keys: list[str]) -> str:
+def html_table(title: str, rows: dict[str, dict], keys: list[str], first: str = "model") -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"
@@ -92,7 +119,7 @@ def _table(title: str, rows: dict[str, dict], keys: list[str]) -> str:
         + "</tr>"
         for name, r in rows.items()
     )
-    return f"<h2>{html.escape(title)}</h2><table><tr><th>model</th>{head}</tr>{body}</table>"
+    return f"<h2>{html.escape(title)}</h2><table><tr><th>{html.escape(first)}</th>{head}</tr>{body}</table>"
 
 
 def render_html(results: dict) -> str:
@@ -113,17 +140,16 @@ def render_html(results: dict) -> str:
     ranking_keys = ["auc", "gauc", "auc_hard", "logloss", "f1", "f1_threshold", "n_examples"]
     timings = "".join(f"<li>{html.escape(str(k))}: {v}</li>" for k, v in results.get("timings", {}).items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>recsys evaluation</title>
-<style>body{{font-family:sans-serif;margin:24px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} svg{{margin:8px;border:1px solid #eee}}</style>
+<style>{STYLE}</style>
 </head><body><h1>Evaluation: {html.escape(str(results.get("dataset")))}
 ({html.escape(str(results.get("split")))} split)</h1>
 <p>{results.get("n_users")} users, {results.get("n_items")} items, {results.get("n_train")} train /
 {results.get("n_test")} test interactions, seed {results.get("seed")}.</p>
 <div>{curves["recall"]}{curves["ndcg"]}</div>
 <div>{hists}{calib}</div>
-{_table("Retrieval", results["retrieval"], retrieval_keys)}
-{_table("Two-stage (two-tower candidates re-ranked)", results["two_stage"], two_stage_keys)}
-{_table("Ranking (held-out examples)", results["ranking"], ranking_keys)}
+{html_table("Retrieval", results["retrieval"], retrieval_keys)}
+{html_table("Two-stage (two-tower candidates re-ranked)", results["two_stage"], two_stage_keys)}
+{html_table("Ranking (held-out examples)", results["ranking"], ranking_keys)}
 <h2>Timings (s)</h2><ul>{timings}</ul></body></html>"""
 
 

@@ -4,7 +4,8 @@ features, a Milvus Lite index, and every service as its own supervised process o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ class Stack:
     supervisor: Supervisor
     interactions: pd.DataFrame
     broker: LocalBroker
+    data_dir: Path = field(default_factory=Path)
 
     @property
     def gateway(self) -> str:
@@ -31,7 +33,7 @@ class Stack:
         self.broker.run(command)
 
 
-@pytest.fixture(scope="module")  # stopped before the integration tests run
+@pytest.fixture(scope="package")  # one stack for tests/e2e, stopped before the integration tests run
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("e2e")
     broker = LocalBroker(var / "kafka")
@@ -43,6 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         opts = DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=600, items=400,
                            interactions=20_000, seed=3)
         data_dir, _ = prepare(opts, cfg)
+        stack.data_dir = data_dir
         stack.interactions = pd.read_parquet(data_dir / "interactions.parquet")
         stack.supervisor = start_stack(cfg)
         yield stack

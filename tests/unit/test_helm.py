@@ -60,7 +60,8 @@ WORKLOAD_SCOPES = {
     "ranking": {"common", "ranking"},
     "gateway": {"common", "gateway"},
     "monitoring": {"common", "monitoring"},
-    "jobs": {"common", "training"},
+    "jobs": {"common", "training", "lifecycle"},  # lifecycle: the canary CronJob (`recsys canary decide`)
+    "eventlog": {"common", "eventlog"},
 }
 # Scopes no deployed workload reads, with the reason.
 NOT_DEPLOYED_SCOPES = {
@@ -73,7 +74,7 @@ CALLERS = {
     "features": {"gateway", "candidates", "ranking"},
     "candidates": {"gateway"},
     "ranking": {"gateway"},
-    "monitoring": {"gateway"},
+    "monitoring": {"gateway", "jobs"},  # jobs: the canary CronJob reads the canary's CTR lift
 }
 
 # Variants beyond default/production: (id, --set values, extra values files).
@@ -314,6 +315,12 @@ INVALID = {
     "disabled service without address": (["candidates.enabled=false"], "set global.addresses.candidates"),
     "bad cron schedule": (["cronJobs.retrain.schedule=weekly"], "cronJobs.retrain.schedule"),
     "unknown caller": (["features.networkPolicy.allowedCallers[0]=everyone"], "allowedCallers.0"),
+    "relative event log path": (["eventlog.uri=eventlog"], "eventlog.uri"),
+    "event log off the shared volume": (["eventlog.uri=/var/lib/recsys/eventlog"], "on the shared artifacts volume"),
+    "local event log without the volume": (
+        ["global.artifacts.enabled=false"], "global.artifacts.enabled=false: set an object-store URI"),
+    "canary without monitoring": (
+        ["monitoring.enabled=false"], "cronJobs.canary asks the monitoring service: set global.addresses.monitoring"),
 }
 
 
@@ -466,7 +473,7 @@ def test_jobs_run_their_steps_in_order(helm):
     cron = named(manifests, "CronJob")
     retrain = cron["rs-jobs-retrain"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     steps = [c["args"][0] for c in [*retrain["initContainers"], *retrain["containers"]]]
-    assert steps == ["train", "materialize", "batch-recommend"]
+    assert steps == ["retrain", "materialize", "batch-recommend"]
     assert cron["rs-jobs-batch-inference"]["spec"]["concurrencyPolicy"] == "Forbid"
     external = named(render(helm, UMBRELLA, "all-external"), "Job")
     assert "rs-jobs-index" in external
@@ -545,7 +552,7 @@ def test_kafka_listener_admits_only_kafka_clients(helm, variant):
     (kafka,) = by_kind(manifests, "Kafka")
     peers = [peer for listener in kafka["spec"]["kafka"]["listeners"] for peer in listener["networkPolicyPeers"]]
     admitted = {c for c, labels in pods.items() if any(matches(p["podSelector"], labels) for p in peers)}
-    assert admitted == {"features", "gateway", "monitoring", "jobs"}
+    assert admitted == {"features", "gateway", "monitoring", "jobs", "eventlog"}
 
 
 # --- environment -------------------------------------------------------------------------------------------
@@ -612,7 +619,7 @@ def declared() -> dict[str, config.EnvVar]:
     """Every declared variable: the CLI's command modules, and each deployed service's settings module (so a
     service is checked even before its command is registered)."""
     cli.build_parser()  # imports every command module, declaring its variables
-    for package in [*SUBCHARTS, "training"]:
+    for package in [*SUBCHARTS, "training", "eventlog", "lifecycle"]:
         if importlib.util.find_spec(f"recsys.{package}") and importlib.util.find_spec(f"recsys.{package}.settings"):
             importlib.import_module(f"recsys.{package}.settings")
     return {n: v for n, v in config.REGISTRY.items() if v.scope != "test" and not n.startswith("RECSYS_TEST_ONLY")}

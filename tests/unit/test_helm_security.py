@@ -32,6 +32,8 @@ SECURED = [
     "ranking.mode=deployment",
 ]
 SERVICES = ("gateway", "features", "candidates", "ranking", "monitoring")
+# Workloads with a TLS key pair: the services, and the jobs as clients (the canary CronJob calls monitoring).
+TLS_WORKLOADS = (*SERVICES, "jobs")
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +58,20 @@ def test_secured_render_lints_and_validates(helm, secured):
 
 def test_each_service_gets_a_certificate_mounted_from_its_secret(secured):
     certificates = named(secured, "Certificate")
-    assert set(certificates) == {f"rs-{s}" for s in SERVICES}
+    assert set(certificates) == {f"rs-{s}" for s in TLS_WORKLOADS}
     gateway = certificates["rs-gateway"]["spec"]
     assert gateway["secretName"] == "rs-gateway-tls" and gateway["issuerRef"]["name"] == "recsys-ca"
     assert {"rs-gateway", "rs-gateway.recsys.svc", "localhost"} <= set(gateway["dnsNames"])
     assert {"server auth", "client auth"} <= set(gateway["usages"])
     for t in pod_templates(secured):
-        if t.component not in SERVICES:
+        if t.component not in TLS_WORKLOADS:
             assert not any(v["name"] == "tls" for v in t.spec.get("volumes", [])), t.owner
             continue
         volumes = {v["name"]: v for v in t.spec["volumes"]}
         assert volumes["tls"]["secret"]["secretName"] == f"rs-{t.component}-tls", t.owner
-        mounts = {m["name"]: m for m in t.containers()[0]["volumeMounts"]}
-        assert mounts["tls"]["mountPath"] == "/etc/recsys/tls" and mounts["tls"]["readOnly"] is True
+        for container in t.containers():
+            mounts = {m["name"]: m for m in container["volumeMounts"]}
+            assert mounts["tls"]["mountPath"] == "/etc/recsys/tls" and mounts["tls"]["readOnly"] is True
         env = env_of(secured, t.component)
         assert env["RECSYS_TLS_CERT"] == "/etc/recsys/tls/tls.crt" and env["RECSYS_TLS_CA"] == "/etc/recsys/tls/ca.crt"
         # Ray Serve's proxy (ranking) has no TLS: everybody calls it in plaintext.

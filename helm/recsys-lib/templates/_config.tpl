@@ -124,15 +124,16 @@ RECSYS_KAFKA_SSL_CAFILE: {{ ternary (printf "%s/%s" $sec.kafkaCaDir $sec.kafkaCa
 {{/*
 What global.tls, global.auth and global.kafka mean for one workload (dict "root" $ "component" "gateway"), as
 YAML: tls (bool), tlsDir, tlsSecret, clientAuth, authMode, authDir, authSecret, jwtIssuer, jwtAudience,
-kafkaCaSecret, kafkaCaKey, kafkaCaDir. The gRPC services get TLS; the gateway and monitoring (the public
-surface) get authentication; every workload gets the Kafka CA when the protocol is SSL / SASL_SSL.
+kafkaCaSecret, kafkaCaKey, kafkaCaDir. The gRPC services get TLS, and so do the jobs (a client certificate:
+the canary CronJob calls the monitoring service); the gateway and monitoring (the public surface) get
+authentication; every workload gets the Kafka CA when the protocol is SSL / SASL_SSL.
 */}}
 {{- define "recsys.security" -}}
 {{- $g := .root.Values.global | default dict -}}
 {{- $tls := $g.tls | default dict -}}
 {{- $auth := $g.auth | default dict -}}
 {{- $kafka := $g.kafka | default dict -}}
-{{- $serves := has .component (list "gateway" "features" "candidates" "ranking" "monitoring") -}}
+{{- $serves := has .component (list "gateway" "features" "candidates" "ranking" "monitoring" "jobs") -}}
 {{- $public := has .component (list "gateway" "monitoring") -}}
 {{- $authMode := ternary (toString ($auth.mode | default "off")) "off" $public -}}
 {{- $authSecret := "" -}}

@@ -195,38 +195,44 @@ spec:
 {{- end -}}
 
 {{/*
-cert-manager Certificate of a service (global.tls.enabled with global.tls.certManager.enabled and no shared
-global.tls.secretName): one key pair for serving and for calling the other services (server + client auth),
-valid for the Service's names and for localhost. cert-manager writes tls.crt, tls.key and ca.crt into the Secret
-the pods mount, and renews it in place (the servers reload it at the next handshake).
+cert-manager Certificate of a workload (global.tls.enabled with global.tls.certManager.enabled and no shared
+global.tls.secretName): (dict "root" $ "component" "gateway" "client" false). A service's key pair serves and
+calls the other services (server + client auth) and is valid for the Service's names and for localhost; a
+client's (the jobs) only calls them. cert-manager writes tls.crt, tls.key and ca.crt into the Secret the pods
+mount, and renews it in place (the servers reload it at the next handshake).
 */}}
-{{- define "recsys.certificate" -}}
-{{- $tls := (.Values.global).tls | default dict -}}
+{{- define "recsys.certificate.for" -}}
+{{- $root := .root -}}
+{{- $tls := ($root.Values.global).tls | default dict -}}
 {{- $cm := $tls.certManager | default dict -}}
 {{- if and (eq (toString $tls.enabled) "true") (eq (toString $cm.enabled) "true") (not $tls.secretName) -}}
-{{- $name := include "recsys.fullname" . -}}
+{{- $name := include "recsys.fullname.for" . -}}
 {{- $issuer := $cm.issuerRef | default dict -}}
 apiVersion: cert-manager.io/v1
 kind: Certificate
 metadata:
   name: {{ $name }}
   labels:
-    {{- include "recsys.labels" . | nindent 4 }}
+    {{- include "recsys.labels.for" . | nindent 4 }}
 spec:
   secretName: {{ printf "%s-tls" $name | trunc 63 | trimSuffix "-" }}
   commonName: {{ $name }}
+  {{- if not .client }}
   dnsNames:
     - {{ $name }}
-    - {{ $name }}.{{ .Release.Namespace }}
-    - {{ $name }}.{{ .Release.Namespace }}.svc
-    - {{ $name }}.{{ .Release.Namespace }}.svc.{{ $cm.clusterDomain | default "cluster.local" }}
+    - {{ $name }}.{{ $root.Release.Namespace }}
+    - {{ $name }}.{{ $root.Release.Namespace }}.svc
+    - {{ $name }}.{{ $root.Release.Namespace }}.svc.{{ $cm.clusterDomain | default "cluster.local" }}
     - localhost
   ipAddresses:
     - 127.0.0.1
+  {{- end }}
   duration: {{ $cm.duration | default "2160h" }}
   renewBefore: {{ $cm.renewBefore | default "360h" }}
   usages:
+    {{- if not .client }}
     - server auth
+    {{- end }}
     - client auth
     - digital signature
     - key encipherment
@@ -240,6 +246,10 @@ spec:
     kind: {{ $issuer.kind | default "ClusterIssuer" }}
     group: {{ $issuer.group | default "cert-manager.io" }}
 {{- end -}}
+{{- end -}}
+
+{{- define "recsys.certificate" -}}
+{{- include "recsys.certificate.for" (dict "root" . "component" (include "recsys.component" .)) -}}
 {{- end -}}
 
 {{/*

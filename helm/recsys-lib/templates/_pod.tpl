@@ -24,7 +24,10 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
 {{- if ne (toString $artifacts.enabled) "false" -}}true{{- end -}}
 {{- end -}}
 
-{{/* Volumes: (dict "root" $ "shm" <sizeLimit or ""> "stateClaim" <PVC name or ""> "tmpSize" <default 1Gi>). */}}
+{{/*
+Volumes: (dict "root" $ "shm" <sizeLimit or ""> "stateClaim" <PVC name or ""> "tmpSize" <default 1Gi>
+"artifacts" <false: leave out the shared artifacts volume> "component" <default: the chart's component>).
+*/}}
 {{- define "recsys.volumes" -}}
 - name: tmp
   emptyDir:
@@ -37,7 +40,7 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
   emptyDir:
     sizeLimit: 8Gi
   {{- end }}
-{{- if include "recsys.artifactsEnabled" .root }}
+{{- if and (include "recsys.artifactsEnabled" .root) (ne (toString .artifacts) "false") }}
 - name: artifacts
   persistentVolumeClaim:
     claimName: {{ include "recsys.artifactsClaim" .root }}
@@ -48,12 +51,15 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
     medium: Memory
     sizeLimit: {{ .shm }}
 {{- end }}
-{{- include "recsys.securityVolumes" .root }}
+{{- include "recsys.securityVolumes" (dict "root" .root "component" (.component | default (include "recsys.component" .root))) }}
 {{- end -}}
 
-{{/* Secret volumes of global.tls, global.auth and the Kafka CA that this workload uses (see "recsys.security"). */}}
+{{/*
+Secret volumes of global.tls, global.auth and the Kafka CA that a workload uses (see "recsys.security"):
+(dict "root" $ "component" "jobs").
+*/}}
 {{- define "recsys.securityVolumes" -}}
-{{- $sec := include "recsys.security" (dict "root" . "component" (include "recsys.component" .)) | fromYaml }}
+{{- $sec := include "recsys.security" . | fromYaml }}
 {{- if $sec.tls }}
 - name: tls
   secret:
@@ -78,7 +84,7 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
 {{- end -}}
 
 {{- define "recsys.securityVolumeMounts" -}}
-{{- $sec := include "recsys.security" (dict "root" . "component" (include "recsys.component" .)) | fromYaml }}
+{{- $sec := include "recsys.security" . | fromYaml }}
 {{- if $sec.tls }}
 - name: tls
   mountPath: {{ $sec.tlsDir }}
@@ -96,14 +102,14 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
 {{- end }}
 {{- end -}}
 
-{{/* Mounts: (dict "root" $ "shm" <sizeLimit or ""> "artifactsReadOnly" bool). */}}
+{{/* Mounts: (dict "root" $ "shm" <sizeLimit or ""> "artifactsReadOnly" bool "artifacts" <false: none> "component" c). */}}
 {{- define "recsys.volumeMounts" -}}
 {{- $paths := include "recsys.paths" .root | fromYaml -}}
 - name: tmp
   mountPath: /tmp
 - name: state
   mountPath: {{ $paths.state }}
-{{- if include "recsys.artifactsEnabled" .root }}
+{{- if and (include "recsys.artifactsEnabled" .root) (ne (toString .artifacts) "false") }}
 - name: artifacts
   mountPath: {{ $paths.artifacts }}
   readOnly: {{ ternary "true" "false" (.artifactsReadOnly | default false) }}
@@ -112,7 +118,7 @@ needs (/tmp and the state folder), the shared artifacts volume (model registry, 
 - name: shm
   mountPath: /dev/shm
 {{- end }}
-{{- include "recsys.securityVolumeMounts" .root }}
+{{- include "recsys.securityVolumeMounts" (dict "root" .root "component" (.component | default (include "recsys.component" .root))) }}
 {{- end -}}
 
 {{/*

@@ -23,21 +23,32 @@ name: {{ .step.name }}
 image: {{ include "recsys.image.for" (dict "root" $root "component" "jobs" "image" $jobs.image) | quote }}
 imagePullPolicy: {{ ($root.Values.global.image).pullPolicy | default "IfNotPresent" }}
 command: ["recsys"]
+{{- /* Each argument is a template: "{{ .Values.eventlog.uri }}" names the event log the writer fills. */}}
 args:
-  {{- toYaml .step.args | nindent 2 }}
+  {{- range .step.args }}
+  - {{ tpl (toString .) $root | toJson }}
+  {{- end }}
 envFrom:
   - configMapRef:
       name: {{ include "recsys.jobs.name" $root }}-env
-{{- with include "recsys.credentialEnv.for" (dict "root" $root "uses" (include "recsys.jobs.uses" $root | fromYamlArray)) | trim }}
+{{- $credentialEnv := include "recsys.credentialEnv.for" (dict "root" $root "uses" (include "recsys.jobs.uses" $root | fromYamlArray)) | trim }}
+{{- $storageEnv := ($root.Values.eventlog).storageEnv }}
+{{- if or $credentialEnv $storageEnv }}
 env:
+  {{- with $credentialEnv }}
   {{- . | nindent 2 }}
+  {{- end }}
+  {{- /* The event log's object-store credentials: the retrain step reads the log. */}}
+  {{- with $storageEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 resources:
   {{- toYaml (.step.resources | default $jobs.resources) | nindent 2 }}
 securityContext:
   {{- include "recsys.containerSecurityContext" $jobs | nindent 2 }}
 volumeMounts:
-  {{- include "recsys.volumeMounts" (dict "root" $root "artifactsReadOnly" false) | nindent 2 }}
+  {{- include "recsys.volumeMounts" (dict "root" $root "artifactsReadOnly" false "component" "jobs") | nindent 2 }}
 {{- end -}}
 
 {{/* Pod template running steps in order: all but the last as init containers. (dict "root" $ "name" n "steps" [...]) */}}
@@ -70,7 +81,7 @@ spec:
   containers:
     - {{ include "recsys.jobs.container" (dict "root" $root "step" (last $steps)) | indent 6 | trim }}
   volumes:
-    {{- include "recsys.volumes" (dict "root" $root) | nindent 4 }}
+    {{- include "recsys.volumes" (dict "root" $root "component" "jobs") | nindent 4 }}
   {{- with $root.Values.jobs.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}
@@ -87,4 +98,14 @@ spec:
 {{- $n := 0 -}}
 {{- range .steps }}{{ if include "recsys.jobs.keepStep" (dict "root" $root "step" .) }}{{ $n = add1 $n }}{{ end }}{{ end -}}
 {{- $n -}}
+{{- end -}}
+
+{{- define "recsys.eventlog.name" -}}
+{{- include "recsys.fullname.for" (dict "root" . "component" "eventlog") -}}
+{{- end -}}
+
+{{/* "true" when eventlog.uri is a path in the pods (no scheme, or file://), empty for an object-store URI. */}}
+{{- define "recsys.eventlog.local" -}}
+{{- $uri := toString (.Values.eventlog).uri -}}
+{{- if or (hasPrefix "file://" $uri) (not (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://" $uri)) -}}true{{- end -}}
 {{- end -}}

@@ -1,4 +1,4 @@
-"""`recsys data generate | import | stats`."""
+"""`recsys data generate | import | stats | build` (`recsys dataset ...` is the same group)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 from recsys.common.errors import CliError
+from recsys.training.data.from_log import build_from_log
 from recsys.training.data.loaders import load_dataset, save_dataset
 from recsys.training.data.stats import dataset_stats, format_stats
 from recsys.training.data.synthetic import SyntheticConfig, generate
+from recsys.training.data.timespec import parse_instant
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="datasets: generate synthetic data, import, show statistics")
+    data = subparsers.add_parser(
+        "data", aliases=["dataset"], help="datasets: generate synthetic data, import, build from the event log, stats"
+    )
     sub = data.add_subparsers(dest="data_command", required=True)
 
     gen = sub.add_parser("generate", help="write a synthetic dataset with known structure (and its ground truth)")
@@ -39,6 +45,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("path", type=Path, help="dataset folder (ours or any importable source)")
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
     st.set_defaults(func=_stats)
+
+    when = "ISO date-time (UTC unless zoned), epoch seconds, or a span back from now like 7d / 24h / 30m"
+    bld = sub.add_parser("build", help="logged traffic joined onto a dataset: positives, exposures, IPW weights")
+    bld.add_argument("--log", required=True, help="event log root: a folder or a URI (s3://, gs://, file://)")
+    bld.add_argument("--base", required=True, type=Path, help="dataset the log is joined onto (folder or .zip)")
+    bld.add_argument("--since", help=f"first event time to take (default: the whole log); {when}")
+    bld.add_argument("--until", help=f"take events before this time (default: all); {when}")
+    bld.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
+    bld.add_argument("--force", action="store_true", help="replace --out if it exists")
+    bld.add_argument("--quiet", action="store_true", help="no progress bar")
+    bld.set_defaults(func=_build)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -80,6 +97,50 @@ def _import(args: argparse.Namespace) -> int:
     save_dataset(ds, args.out, overwrite=args.force)
     _report("imported", ds, args.out, time.perf_counter() - start)
     return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    now = time.time()
+    since = _instant(args.since, "--since", now)
+    until = _instant(args.until, "--until", now)
+    if since is not None and until is not None and since >= until:
+        raise CliError(f"--since ({args.since}) must be before --until ({args.until})")
+    if "://" not in args.log and not Path(args.log).is_dir():
+        raise CliError(f"--log {args.log}: no such folder")
+    if args.base.resolve() == args.out.resolve():
+        raise CliError("--base and --out must differ")
+    _refuse_existing(args.out, args.force)
+    start = time.perf_counter()
+    base = load_dataset(args.base)
+    try:
+        ds = build_from_log(args.log, base, since, until, progress=not args.quiet)
+    except (OSError, pa.ArrowException) as exc:
+        raise CliError(f"--log {args.log}: cannot read the event log ({exc})") from exc
+    save_dataset(ds, args.out, overwrite=args.force)
+    seconds = time.perf_counter() - start
+    log = ds.meta["log"]
+    summary = {
+        "out": str(args.out), "positives_added": log["positives_added"], "exposures": log["exposures"],
+        "clicked_exposures": log["clicked_exposures"], "interactions": len(ds.interactions), "users": len(ds.users),
+        "items": ds.n_items, "position_bias": log["position_bias"], "seconds": round(seconds, 2),
+    }
+    print(
+        f"built {ds.name}: {summary['positives_added']:,} positives added, {summary['exposures']:,} exposures"
+        f" ({summary['clicked_exposures']:,} clicked), eta {log['position_bias']['eta']:.3f},"
+        f" {summary['users']:,} users, {summary['items']:,} items -> {args.out} ({seconds:.1f}s)"
+    )
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _instant(text: str | None, option: str, now: float) -> int | None:
+    """Epoch ms of a --since / --until value (None when not given); CliError naming the option otherwise."""
+    if text is None:
+        return None
+    try:
+        return parse_instant(text, now)
+    except ValueError as exc:
+        raise CliError(f"{option}: {exc}") from exc
 
 
 def _stats(args: argparse.Namespace) -> int:

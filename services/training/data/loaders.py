@@ -3,7 +3,8 @@
 Recognised folders (or a `.zip` of one, or a folder holding exactly one such folder):
 - generic: `interactions.csv|parquet` (user_id, item_id, [rating], timestamp), optional
   `items.csv|parquet` (item_id, [title], [genres `|`-separated], more columns kept) and
-  `users.csv|parquet` (user_id, more columns kept); `dataset.json` and `truth.npz` when we wrote it.
+  `users.csv|parquet` (user_id, more columns kept); `dataset.json` and `truth.npz` when we wrote it;
+  `exposures.parquet` (the logged impressions of `recsys dataset build`, see `schema.py`) when present.
 - MovieLens 100k (`u.data`, `u.item`, `u.user`), 1m / 10m (`ratings.dat`, `movies.dat`, [`users.dat`]),
   latest / 20m / 25m / 32m (`ratings.csv`, `movies.csv`).
 
@@ -30,13 +31,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.training.data.schema import ID_DTYPE, DataError, Dataset, arrow_to_pandas, genre_lists, validate
+from recsys.training.data.schema import (
+    EXPOSURE_DTYPES,
+    ID_DTYPE,
+    DataError,
+    Dataset,
+    arrow_to_pandas,
+    genre_lists,
+    validate,
+)
 from recsys.training.data.synthetic import GroundTruth
 from recsys.training.data.textfiles import Col, TextFile, read_text, row_lines
 
 FORMAT_NAME = "recsys-dataset"
 FORMAT_VERSION = 1
 TRUTH_FILE = "truth.npz"
+EXPOSURES_FILE = "exposures.parquet"
 MANIFEST = "dataset.json"
 
 ML100K_GENRES = (
@@ -250,6 +260,9 @@ def _read_generic(root: Path) -> Dataset:
     else:
         name, meta = root.name, {"source": "generic", "path": str(root)}
     ds = _assemble(name, meta, inter, inter_path.name, items, users, sort=manifest is None)
+    if (root / EXPOSURES_FILE).exists():
+        ds.exposures = _read_exposures(root / EXPOSURES_FILE)
+        validate(ds)
     if manifest is not None:
         _check_counts(ds, manifest)
     if (root / TRUTH_FILE).exists():
@@ -275,10 +288,32 @@ def _read_manifest(root: Path) -> dict | None:
 def _check_counts(ds: Dataset, manifest: dict) -> None:
     """A manifest written by `save_dataset` must agree with the files (catches truncated copies)."""
     counts = manifest.get("counts", {})
-    actual = {"interactions": len(ds.interactions), "items": len(ds.items), "users": len(ds.users)}
+    actual = _counts(ds)
     for key, value in actual.items():
         if key in counts and counts[key] != value:
             raise DataError(f"{MANIFEST}: says {counts[key]} {key}, the files hold {value}")
+
+
+def _counts(ds: Dataset) -> dict[str, int]:
+    counts = {"interactions": len(ds.interactions), "items": len(ds.items), "users": len(ds.users)}
+    if ds.exposures is not None:
+        counts["exposures"] = len(ds.exposures)
+    return counts
+
+
+def _read_exposures(path: Path) -> pd.DataFrame:
+    """exposures.parquet with the contract's dtypes (validated by the caller)."""
+    try:
+        frame = arrow_to_pandas(pq.read_table(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path.name}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in EXPOSURE_DTYPES if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)} (found: {', '.join(frame.columns)})")
+    try:
+        return frame[list(EXPOSURE_DTYPES)].astype(EXPOSURE_DTYPES)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path.name}: {exc}") from exc
 
 
 def _one_of(root: Path, stem: str, required: bool = True) -> Path | None:
@@ -440,10 +475,10 @@ def _assemble(
     frame = arrow_to_pandas(inter)
     frame["rating"] = frame["rating"].astype(np.float32)
     meta = dict(meta)
-    items, added = _with_missing(items, frame["item_id"], "item_id", {"title": "", "genres": None})
+    items, added = with_missing(items, frame["item_id"], "item_id", ITEM_FILL)
     if added:
         meta["items_added"] = added
-    users, added = _with_missing(users, frame["user_id"], "user_id", {})
+    users, added = with_missing(users, frame["user_id"], "user_id", {})
     if added:
         meta["users_added"] = added
     ds = Dataset(interactions=frame, items=items, users=users, name=name, meta=meta)
@@ -459,8 +494,12 @@ def _id_order(ids: pa.Array) -> pa.Array:
         return pc.sort_indices(ids)
 
 
-def _with_missing(catalogue: pd.DataFrame | None, ids: pd.Series, column: str, fill: dict):
-    """The catalogue plus rows for ids it lacks (sorted), and how many were added."""
+ITEM_FILL = {"title": "", "genres": None}  # an item row with empty metadata (`with_missing`)
+
+
+def with_missing(catalogue: pd.DataFrame | None, ids: pd.Series, column: str, fill: dict):
+    """The catalogue plus rows for ids it lacks (sorted; `fill`: column -> value, None for empty lists),
+    and how many were added."""
     known = catalogue[column] if catalogue is not None else pd.Series([], dtype=ID_DTYPE)
     unique = pc.unique(pa.array(ids.array, type=pa.large_string()))
     missing = unique.filter(pc.invert(pc.is_in(unique, value_set=pa.array(known.array))))
@@ -483,7 +522,7 @@ def _with_missing(catalogue: pd.DataFrame | None, ids: pd.Series, column: str, f
 
 
 def save_dataset(ds: Dataset, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write `ds` as Parquet + `dataset.json` (+ `truth.npz`) into `out_dir`, atomically."""
+    """Write `ds` as Parquet + `dataset.json` (+ `exposures.parquet`, `truth.npz`) into `out_dir`, atomically."""
     validate(ds)
     meta = {k: v for k, v in ds.meta.items() if k != "truth"}
     try:
@@ -496,6 +535,8 @@ def save_dataset(ds: Dataset, out_dir: str | os.PathLike, overwrite: bool = Fals
         _write_parquet(ds.interactions, tmp / "interactions.parquet")
         _write_parquet(ds.items, tmp / "items.parquet")
         _write_parquet(ds.users, tmp / "users.parquet")
+        if ds.exposures is not None:
+            _write_parquet(ds.exposures, tmp / EXPOSURES_FILE)
         if isinstance(truth, GroundTruth):
             truth.save(tmp / TRUTH_FILE)
         manifest = {
@@ -503,7 +544,7 @@ def save_dataset(ds: Dataset, out_dir: str | os.PathLike, overwrite: bool = Fals
             "version": FORMAT_VERSION,
             "name": ds.name,
             "meta": meta,
-            "counts": {"interactions": len(ds.interactions), "items": len(ds.items), "users": len(ds.users)},
+            "counts": _counts(ds),
             "files": sorted(p.name for p in tmp.iterdir()),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

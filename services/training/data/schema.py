@@ -8,6 +8,12 @@ them to contiguous integers themselves.
 - items: item_id (str), title (str), genres (list of str, may be empty), and optionally more columns;
   every interacted item appears here (missing ones are added with empty metadata by the loaders).
 - users: user_id (str) plus any demographic columns (may be only user_id).
+- exposures (optional, from the event log: `recsys.training.data.from_log`): one row per logged impression,
+  user_id, item_id, request_id (str), position (int32, 0 = top), timestamp (int64, epoch seconds), variant,
+  model_version (str), label (int8: 1 when clicked or purchased, 0 when shown without either), propensity
+  (float32, the examination probability of the position, in (0, 1]) and weight (float32, the ranker
+  training weight: 1 / propensity for label 1, 1 for label 0); sorted by (timestamp, user_id), ids in the
+  catalogues. None when the dataset has no logged traffic.
 """
 
 from __future__ import annotations
@@ -23,6 +29,19 @@ from recsys.common.errors import CliError
 ID_DTYPE = "string[pyarrow]"
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 ITEM_COLUMNS = ("item_id", "title", "genres")
+EXPOSURE_DTYPES = {
+    "user_id": ID_DTYPE,
+    "item_id": ID_DTYPE,
+    "request_id": ID_DTYPE,
+    "position": "int32",
+    "timestamp": "int64",
+    "variant": ID_DTYPE,
+    "model_version": ID_DTYPE,
+    "label": "int8",
+    "propensity": "float32",
+    "weight": "float32",
+}
+EXPOSURE_COLUMNS = tuple(EXPOSURE_DTYPES)
 
 
 @dataclass
@@ -34,6 +53,7 @@ class Dataset:
     users: pd.DataFrame
     name: str = "dataset"
     meta: dict = field(default_factory=dict)
+    exposures: pd.DataFrame | None = None
 
     @property
     def n_users(self) -> int:
@@ -112,9 +132,39 @@ def validate(ds: Dataset) -> None:
             raise DataError(f"{where}: {label}.{column} repeats {frame[column][dup].iloc[0]!r}")
     if not all(isinstance(g, list) for g in items["genres"]):
         raise DataError(f"{where}: items.genres must hold Python lists of str")
+    _known_ids(inter, "interactions", items, users, where)
+    if ds.exposures is not None:
+        validate_exposures(ds.exposures, items, users, where)
+
+
+def validate_exposures(exp: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, where: str) -> None:
+    """Raise `DataError` naming the first way the exposures frame breaks the contract in the module docstring."""
+    missing = [c for c in EXPOSURE_COLUMNS if c not in exp.columns]
+    if missing:
+        raise DataError(f"{where}: exposures lack column(s) {', '.join(missing)}")
+    for column, dtype in EXPOSURE_DTYPES.items():
+        if exp[column].dtype != dtype:
+            raise DataError(f"{where}: exposures.{column} has dtype {exp[column].dtype}, expected {dtype}")
+    for column in ("user_id", "item_id", "request_id"):
+        if exp[column].isna().any():
+            raise DataError(f"{where}: exposures.{column} has missing values")
+    checks = (
+        ((exp["position"] < 0).to_numpy(), "position must be >= 0"),
+        (~exp["label"].isin((0, 1)).to_numpy(), "label must be 0 or 1"),
+        (~((exp["propensity"] > 0) & (exp["propensity"] <= 1)).to_numpy(), "propensity must be in (0, 1]"),
+        (~(np.isfinite(exp["weight"]) & (exp["weight"] > 0)).to_numpy(), "weight must be finite and > 0"),
+    )
+    for bad, problem in checks:
+        if bad.any():
+            raise DataError(f"{where}: exposures row {int(np.argmax(bad)) + 1}: {problem}")
+    if not exp["timestamp"].is_monotonic_increasing:
+        raise DataError(f"{where}: exposures are not sorted by timestamp")
+    _known_ids(exp, "exposures", items, users, where)
+
+
+def _known_ids(frame: pd.DataFrame, name: str, items: pd.DataFrame, users: pd.DataFrame, where: str) -> None:
+    """Every item_id / user_id of `frame` must be in the catalogues."""
     for label, column, catalogue in (("items", "item_id", items), ("users", "user_id", users)):
-        unknown = ~inter[column].isin(catalogue[column])
+        unknown = ~frame[column].isin(catalogue[column])
         if unknown.any():
-            raise DataError(
-                f"{where}: interactions refer to {column} {inter[column][unknown].iloc[0]!r} absent from {label}"
-            )
+            raise DataError(f"{where}: {name} refer to {column} {frame[column][unknown].iloc[0]!r} absent from {label}")

@@ -1,0 +1,10 @@
+"""Settings of the offline jobs (scope `training`): read by their commands, declared once here."""
+
+from __future__ import annotations
+
+from recsys.common.config import declare
+
+CANARY_SHARE = declare(
+    "RECSYS_CANARY_SHARE", 0.2, "Share of users a challenger that passed `recsys retrain`'s gate is served to first "
+    "(a canary against `latest`); 0 = promote it to `latest` at once", scope="training"
+)
