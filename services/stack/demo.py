@@ -39,6 +39,9 @@ class DemoOptions:
     concurrency: int = 4
     keep_running: bool = False
     data: str | None = None  # an existing dataset folder instead of generating one
+    #: When the generated interactions end: "now", so that the traffic the stack logs follows on from them
+    #: (a retrain on base + log then sees one continuous history, as a live system would).
+    data_end: str = "now"
 
 
 def _step(title: str) -> float:
@@ -67,7 +70,7 @@ def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, St
         t = _step(f"generate a synthetic dataset ({opts.users} users, {opts.items} items, {opts.interactions} events)")
         _run_cli(cfg, ["data", "generate", "--out", str(data_dir), "--users", str(opts.users),
                        "--items", str(opts.items), "--interactions", str(opts.interactions),
-                       "--seed", str(opts.seed), "--force"])
+                       "--seed", str(opts.seed), "--end", opts.data_end, "--force"])
         _done(t)
     t = _step("train two-tower, MF, DCN-v2 and LightGBM into the model registry")
     _run_cli(cfg, ["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), "--quiet"])

@@ -13,19 +13,37 @@ from recsys.training.examples import normalized_weights
 def platt(
     scores: np.ndarray, labels: np.ndarray, iterations: int = 100, weights: np.ndarray | None = None
 ) -> tuple[float, float]:
-    """Fit p = sigmoid(a * s + b) by Newton's method on the (weighted) log-loss (a small ridge keeps it stable)."""
+    """Fit p = sigmoid(a * s + b) by Newton's method on the (weighted) log-loss.
+
+    The targets are Platt's smoothed labels, (N+ + 1) / (N+ + 2) for positives and 1 / (N- + 2) for negatives
+    (Platt 1999), so that the fit stays finite when the scores separate the labels (a ranker's own training
+    scores often do: the plain maximum-likelihood slope then grows without bound); steps are halved until the
+    loss decreases.
+    """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    c = 1.0 if weights is None else np.asarray(weights, dtype=np.float64)
+    c = np.ones_like(s) if weights is None else np.asarray(weights, dtype=np.float64)
+    n_pos, n_neg = float(np.sum(c * (y > 0))), float(np.sum(c * (y <= 0)))
+    t = np.where(y > 0, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def loss(a: float, b: float) -> float:
+        z = a * s + b
+        return float(np.sum(c * (np.logaddexp(0.0, z) - t * z)))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-(a * s + b)))
         w = c * p * (1 - p)
-        grad = np.array([np.sum(c * (p - y) * s) + 1e-6 * a, np.sum(c * (p - y))])
+        grad = np.array([np.sum(c * (p - t) * s) + 1e-6 * a, np.sum(c * (p - t))])
         hess = np.array([[np.sum(w * s * s) + 1e-6, np.sum(w * s)], [np.sum(w * s), np.sum(w) + 1e-9]])
         step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
+        scale = 1.0
+        while scale > 1e-6 and loss(a - scale * step[0], b - scale * step[1]) > current + 1e-12:
+            scale /= 2.0
+        a, b = a - scale * step[0], b - scale * step[1]
+        previous, current = current, loss(a, b)
+        if np.abs(scale * step).max() < 1e-8 or previous - current < 1e-12 * max(1.0, abs(previous)):
             break
     return float(a), float(b)
 
@@ -33,7 +51,9 @@ def platt(
 def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig,
                progress: bool = False, weights: np.ndarray | None = None) -> LGBMRankerModel:
     """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously);
-    `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1, and the calibration."""
+    `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1: they shape the order.
+    The calibration is fit unweighted, to the labels as observed, so that probabilities (logloss, the retrain
+    gate) stay comparable with a ranker trained without weights (inverse-propensity weights inflate positives)."""
     groups = np.asarray(groups)
     boundaries = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1, len(groups)]
     sizes = np.diff(boundaries)
@@ -60,5 +80,5 @@ def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[
     with tqdm(total=cfg.n_estimators, desc="lightgbm", unit="tree", disable=not progress, leave=False) as bar:
         booster = lgb.train(params, data, num_boost_round=cfg.n_estimators, callbacks=[lambda env: bar.update(1)])
     model = LGBMRankerModel(booster, 1.0, 0.0, cfg, features)
-    model.a, model.b = platt(model.score(x), y, weights=w)
+    model.a, model.b = platt(model.score(x), y)
     return model

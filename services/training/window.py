@@ -29,6 +29,8 @@ class HeldOutWindow:
     until: int
 
     after: int | None = None
+    #: The logged impressions of the window (user_id, item_id, label: clicked or not), when the dataset has them.
+    exposures: pd.DataFrame | None = None
 
     def describe(self) -> dict:
         """The window's bounds and sizes (for the manifest, the history event and the report)."""
@@ -89,5 +91,8 @@ def recent_window(ds: Dataset, frac: float | None = None, hours: float | None = 
     history = _before(ds, since)
     if len(history.interactions) == 0:
         raise DatasetError(f"dataset {ds.name!r}: the held-out window (from {since}) leaves no history to train on")
+    exposures = None
+    if ds.exposures is not None and len(ds.exposures):
+        exposures = ds.exposures.loc[ds.exposures["timestamp"] >= since].reset_index(drop=True)
     return HeldOutWindow(history=history, window=window, since=since, until=int(inter["timestamp"].max()),
-                         after=after)
+                         after=after, exposures=exposures)

@@ -11,7 +11,12 @@ Every version sees the same users, the same ground truth and the same ranking ex
 - ranking: one set of (user, item, label) pairs shared by all versions: positives are window items that some
   version retrieved, hard negatives other items of the versions' candidate lists (their union), plus random
   catalogue items; only items every version knows. Each version scores the pairs with its own features and
-  embeddings; AUC, logloss etc. of every ranker (`rankers`), and of the default one at the top level.
+  embeddings; AUC, logloss etc. of every ranker (`rankers`), and of the default one at the top level;
+- served: when the window carries logged impressions (a dataset built from the event log), the same metrics on
+  what users were really shown: each (user, item) shown in the window, labelled by whether it was clicked (or
+  bought). That is the distribution a click probability is used on, so the gate reads AUC and logloss there;
+  the constructed pairs above mimic how rankers are trained, which favours whichever version was trained on the
+  same construction (a challenger that also learned from exposures is calibrated to another mix).
 """
 
 from __future__ import annotations
@@ -147,21 +152,46 @@ def shared_pairs(views: list[VersionView], truth: Truth, cfg: TrainConfig, rng: 
                  np.concatenate(labels).astype(np.float32), np.concatenate(hard))
 
 
+def served_pairs(views: list[VersionView], truth: Truth, held: HeldOutWindow) -> Pairs | None:
+    """The window's logged impressions as examples (label: clicked), for measured users and items every version
+    knows; None when the window has no logged impression with both labels."""
+    shown = held.exposures
+    if shown is None or len(shown) == 0:
+        return None
+    row = {u: j for j, u in enumerate(truth.users)}
+    user = shown["user_id"].astype(object).map(row)
+    item = truth.catalogue.lookup(shown["item_id"].astype(object).to_numpy())
+    everywhere = np.all([v.from_catalogue >= 0 for v in views], axis=0)
+    keep = user.notna().to_numpy() & (item >= 0)
+    keep[keep] &= everywhere[item[keep]]
+    y = shown["label"].to_numpy(np.float32)[keep]
+    if len(y) == 0 or y.min() == y.max():
+        return None
+    return Pairs(user.to_numpy()[keep].astype(np.int64), item[keep].astype(np.int64), y, np.zeros(len(y), bool))
+
+
 def measure(bundles: Mapping[str, ModelBundle], held: HeldOutWindow, k: int, cfg: TrainConfig) -> dict:
     """Metrics of every version (by the name given in `bundles`) on the window, plus `window`: what was measured.
 
     A version's flat keys are what the gate reads: recall@K, ndcg@K (two-stage, default ranker), auc, logloss
-    (default ranker on the shared pairs)."""
+    (default ranker: on the served impressions when the window has them, else on the shared pairs)."""
     truth = window_truth(held, bundles)
     views = {name: VersionView(b, held, truth, max(cfg.candidates, k)) for name, b in bundles.items()}
     pairs = shared_pairs(list(views.values()), truth, cfg, np.random.default_rng(cfg.seed + 1))
+    served = served_pairs(list(views.values()), truth, held)
     out: dict = {"window": {"users": len(truth.users), "cold_users": truth.cold_users,
                             "relevant": int(sum(len(r) for r in truth.relevant)), "k": k,
                             "candidates": max(cfg.candidates, k), "examples": int(len(pairs.y)),
-                            "positives": int(pairs.y.sum())}}
+                            "positives": int(pairs.y.sum()),
+                            "served_examples": int(len(served.y)) if served else 0,
+                            "served_clicks": int(served.y.sum()) if served else 0,
+                            "ranking_metrics_on": "served impressions" if served else "constructed pairs"}}
     for name, view in views.items():
         rankers = view.ranking(pairs)
-        default = rankers[view.ranker]
-        out[name] = {"ranker": view.ranker, **view.two_stage(truth, k),
-                     **{m: default[m] for m in ("auc", "gauc", "auc_hard", "logloss")}, "rankers": rankers}
+        gated = rankers[view.ranker]
+        result = {"ranker": view.ranker, **view.two_stage(truth, k), "rankers": rankers}
+        if served is not None:
+            result["served"] = view.ranking(served)
+            gated = result["served"][view.ranker]
+        out[name] = {**result, **{m: gated[m] for m in ("auc", "gauc", "auc_hard", "logloss")}}
     return out

@@ -25,16 +25,16 @@ from recsys.training.data.loaders import load_dataset
 
 #: Small enough to decide within one short burst of traffic (the rule is the production one).
 POLICY = rollout.CanaryPolicy(min_impressions=800, tolerance=0.5, max_age_s=600)
-#: Training as small as the stack's own first model, so the loop runs in about two minutes.
-TRAIN_CONFIG = {"two_tower": {"epochs": 3}, "dcn": {"epochs": 2}, "lgbm": {"n_estimators": 60}}
+#: The deliberately broken challenger is trained small (the good one like the champion, at the default config).
+SMALL_CONFIG = {"two_tower": {"epochs": 3}, "dcn": {"epochs": 2}, "lgbm": {"n_estimators": 60}}
 
 
 def _retrain(stack, tmp_path, *extra: str) -> dict:
-    config = tmp_path / "train.json"
-    config.write_text(json.dumps(TRAIN_CONFIG))
+    """`recsys retrain` on the stack's dataset and log; the most recent 3% of interactions (logged clicks) are
+    the window both models are measured on, the log's earlier clicks are in the challenger's training data."""
     argv = [sys.executable, "-m", "recsys.cli", "retrain", "--base", str(stack.data_dir),
             "--log", str(stack.cfg.var_dir / "eventlog"), "--models", str(stack.cfg.models_dir),
-            "--config", str(config), "--canary-share", "0.5", "--quiet", *extra]
+            "--window-frac", "0.03", "--canary-share", "0.5", "--tolerance", "0.25", "--quiet", *extra]
     done = subprocess.run(argv, env={**os.environ, **stack.cfg.env()}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -72,7 +72,9 @@ def test_traffic_is_logged_and_the_gate_refuses_a_worse_challenger(stack, tmp_pa
     while _logged(stack) == 0 and time.monotonic() < deadline:
         time.sleep(1)
     assert _logged(stack) > 0, "the event log writer wrote no click"
-    refused = _retrain(stack, tmp_path, "--shuffle-labels")
+    config = tmp_path / "small.json"  # the broken challenger need not be trained at full size
+    config.write_text(json.dumps(SMALL_CONFIG))
+    refused = _retrain(stack, tmp_path, "--shuffle-labels", "--config", str(config))
     assert refused["decision"] == "refused", refused
     assert registry.latest() == champion and rollout.current(registry) is None
     gate = registry.history("gate")[-1]

@@ -199,3 +199,25 @@ def test_shuffled_labels_keep_everything_but_who_likes_what(dataset):
     assert sorted(shuffled["item_id"]) == sorted(original["item_id"])
     assert shuffled["item_id"].dtype == original["item_id"].dtype
     assert np.mean(shuffled["item_id"].to_numpy() == original["item_id"].to_numpy()) < 0.05
+
+
+def test_ranking_metrics_are_measured_on_the_served_impressions_when_the_window_has_them(dataset, loop):
+    from dataclasses import replace
+
+    from recsys.model.bundle import load_bundle
+    from recsys.training import window_eval
+
+    bundle = load_bundle(Registry(loop["root"]).path("v0001"))
+    held = recent_window(dataset, frac=WINDOW)
+    assert window_eval.measure({"v": bundle}, held, 10, TINY)["window"]["ranking_metrics_on"] == "constructed pairs"
+    rng = np.random.default_rng(0)
+    window = held.window
+    clicked = window[["user_id", "item_id"]].assign(label=1)
+    shown = window[["user_id"]].assign(item_id=rng.choice(dataset.items["item_id"].to_numpy(), len(window)), label=0)
+    exposures = pd.concat([clicked, shown], ignore_index=True).assign(timestamp=held.since)
+    measured = window_eval.measure({"v": bundle}, replace(held, exposures=exposures), 10, TINY)
+    assert measured["window"]["ranking_metrics_on"] == "served impressions"
+    assert measured["window"]["served_clicks"] > 0 and measured["window"]["served_examples"] > 0
+    served = measured["v"]["served"][measured["v"]["ranker"]]
+    assert measured["v"]["auc"] == served["auc"] and measured["v"]["logloss"] == served["logloss"]
+    assert served["auc"] > 0.5  # the ranker tells what users chose from what they were merely shown

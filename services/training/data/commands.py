@@ -14,7 +14,7 @@ from recsys.common.errors import CliError
 from recsys.training.data.from_log import build_from_log
 from recsys.training.data.loaders import load_dataset, save_dataset
 from recsys.training.data.stats import dataset_stats, format_stats
-from recsys.training.data.synthetic import SyntheticConfig, generate
+from recsys.training.data.synthetic import DEFAULT_END, DEFAULT_START, SyntheticConfig, generate
 from recsys.training.data.timespec import parse_instant
 
 
@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dataset (default 0)")
     gen.add_argument("--dim", type=int, default=16, help="latent factor dimension (default 16)")
     gen.add_argument("--temperature", type=float, default=0.5, help="softmax temperature of choices (default 0.5)")
+    gen.add_argument("--end", default=None,
+                     help="when the interactions end (they span the ten years before it): an ISO date-time, epoch "
+                          "seconds, `now`, or a span back from now like 1h (default 2025-01-01, fixed so the same "
+                          "seed gives the same dataset); `now` makes logged traffic follow on at once")
     gen.add_argument("--force", action="store_true", help="replace --out if it exists")
     gen.set_defaults(func=_generate)
 
@@ -59,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    span = {}
+    if args.end is not None:
+        try:
+            end = parse_instant("0s" if args.end.strip() == "now" else args.end, time.time()) // 1000
+        except ValueError as exc:
+            raise CliError(f"--end: {exc}") from exc
+        span = {"start": int(end - (DEFAULT_END - DEFAULT_START)), "end": int(end)}
     try:
         SyntheticConfig(
             n_interactions=args.interactions,
@@ -67,6 +78,7 @@ def _generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             dim=args.dim,
             temperature=args.temperature,
+            **span,
         ).resolved()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -82,6 +94,7 @@ def _generate(args: argparse.Namespace) -> int:
         dim=args.dim,
         temperature=args.temperature,
         progress=True,
+        **span,
     )
     save_dataset(ds, args.out, overwrite=args.force)
     _report("generated", ds, args.out, time.perf_counter() - start)
