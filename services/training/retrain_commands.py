@@ -83,6 +83,13 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from recsys.training.report import clean
     from recsys.training.retrain import retrain
 
+    if args.request:  # on demand, for the running `recsys serve`: its lifecycle loop retrains at its next check
+        from recsys.lifecycle.loop import request_retrain
+
+        path = request_retrain(args.models or config.MODELS_DIR.str(), args.reason or "requested")
+        print(json.dumps({"requested": str(path), "reason": args.reason or "requested"}))
+        return 0
+
     policy, share, cfg = _policy(args), _share(args), _config(args)
     ds, source = _dataset(args)
     frac = None if args.window_hours is not None else (0.1 if args.window_frac is None else args.window_frac)
@@ -124,5 +131,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shuffle-labels", action="store_true",
                    help="test aid: train on shuffled user-item pairs, a deliberately worse challenger the gate "
                         "must refuse (never for real models)")
+    p.add_argument("--request", action="store_true",
+                   help="do not retrain here: ask the lifecycle loop of a running `recsys serve` to (it uses its own "
+                        "base, log and settings)")
+    p.add_argument("--reason", default="", help="with --request: recorded in the registry's history")
     _common(p)
     p.set_defaults(func=cmd_retrain)

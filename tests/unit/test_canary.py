@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from recsys.cli import main
 from recsys.gateway.experiments import Experiment
 from recsys.gateway.rollout import LIFECYCLE, CanaryExperiment, RolloutFollower
 from recsys.lifecycle import canary as lifecycle_canary
@@ -169,7 +170,7 @@ def test_loop_retrains_on_request_never_during_a_canary_and_follows_a_promotion(
     loop = _loop(reg, address, runs)
     loop.tick()
     assert runs == []  # nothing due, nothing requested
-    request_retrain(reg.root, "drift")
+    assert main(["retrain", "--request", "--models", str(reg.root), "--reason", "drift"]) == 0  # on demand
     loop.tick()
     assert runs[0][:1] == ["retrain"] and "--log" in runs[0] and not (reg.root / REQUEST).exists()
     assert reg.history("retrain_started")[0]["reason"] == "drift"
