@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+
+import grpc
 
 from recsys.common.errors import CliError
 
@@ -34,11 +37,14 @@ def _decide(args: argparse.Namespace) -> int:
     from recsys.model.registry import RegistryError
 
     settings = LifecycleSettings.from_env()
+    address = args.monitoring or settings.monitoring_addr
     try:
-        result = canary.check(_registry(args), args.monitoring or settings.monitoring_addr, settings.policy,
-                              act=not args.dry_run)
+        result = canary.check(_registry(args), address, settings.policy, act=not args.dry_run)
     except RegistryError as exc:
         raise CliError(str(exc)) from exc
+    except grpc.RpcError as exc:  # the canary stays as it is; the next run asks again
+        print(f"recsys canary decide: monitoring at {address}: {exc.code().name} {exc.details()}", file=sys.stderr)
+        return 1
     if result is None:
         print(json.dumps({"canary": None}))
         return 0
