@@ -8,25 +8,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
+import time
 
 from recsys.common import config
 from recsys.common.errors import CliError
 from recsys.training.commands import _common, _config, _load
 from recsys.training.data.schema import Dataset
+from recsys.training.data.timespec import parse_instant
 from recsys.training.gate import HIGHER_IS_BETTER, GatePolicy
 from recsys.training.settings import CANARY_SHARE
 
 
-def epoch_ms(text: str) -> int:
-    """An ISO-8601 date/time (UTC unless it says otherwise) or integer epoch milliseconds -> epoch milliseconds."""
-    if text.strip().lstrip("-").isdigit():
-        return int(text)
+def instant(text: str) -> int:
+    """A `--since` / `--until` value as epoch milliseconds (`recsys.training.data.timespec.parse_instant`)."""
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return parse_instant(text, time.time())
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO-8601 nor epoch milliseconds") from exc
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def tolerances(values: list[str]) -> dict[str, float]:
@@ -112,8 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset folder (generic format or MovieLens)")
     p.add_argument("--base", help="with --log: the dataset whose catalogue and users the event log extends")
     p.add_argument("--log", help="event log root (local folder or URI) to build the dataset from")
-    p.add_argument("--since", type=epoch_ms, help="with --log: first event time (ISO-8601 or epoch ms)")
-    p.add_argument("--until", type=epoch_ms, help="with --log: events before this time (ISO-8601 or epoch ms)")
+    when = "ISO date-time (UTC unless zoned), epoch seconds or milliseconds, or a span back from now like 7d"
+    p.add_argument("--since", type=instant, help=f"with --log: first event time; {when}")
+    p.add_argument("--until", type=instant, help=f"with --log: take events before this time; {when}")
     p.add_argument("--models", help="model registry root (default RECSYS_MODELS_DIR)")
     # Either way the window never reaches back into the champion's training data (its data_window.train.until).
     window = p.add_mutually_exclusive_group()

@@ -280,6 +280,7 @@ def test_parse_instant():
     assert parse_instant("7d", now) == (now - 7 * 86400) * 1000
     assert parse_instant("24h", now) == parse_instant("1d", now)
     assert parse_instant("1700000000", now) == 1_700_000_000_000
+    assert parse_instant("1700000000123", now) == 1_700_000_000_123  # milliseconds, as `recsys retrain` took them
     assert parse_instant("2023-11-14T22:13:20Z", now) == 1_700_000_000_000
     assert parse_instant("2023-11-14T23:13:20+01:00", now) == 1_700_000_000_000
     assert parse_instant("2023-11-14", now) == parse_instant("2023-11-14T00:00:00", now)
