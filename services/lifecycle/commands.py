@@ -57,17 +57,16 @@ def _decide(args: argparse.Namespace) -> int:
 
 
 def _follow_latest() -> int:
-    """After a promotion: the new `latest`'s features into the online store, and its embeddings into a Milvus
-    server (an embedded Milvus Lite lives in each candidates pod, out of a job's reach)."""
+    """After a promotion: `follow_steps`, indexing only into a Milvus server (an embedded Milvus Lite lives in each
+    candidates pod, out of a job's reach)."""
     import os
-    import subprocess
-    import sys
 
-    steps = [["materialize"]]
-    if os.environ.get("RECSYS_MILVUS_URI", "").startswith(("http://", "https://", "tcp://")):
-        steps.append(["index", "--quiet"])
-    for argv in steps:
-        code = subprocess.run([sys.executable, "-m", "recsys.cli", *argv]).returncode
+    from recsys.lifecycle.loop import follow_steps, run_cli
+
+    run = run_cli({})
+    server = os.environ.get("RECSYS_MILVUS_URI", "").startswith(("http://", "https://", "tcp://"))
+    for argv in follow_steps(index=server):
+        code = run(argv)
         if code != 0:
             raise CliError(f"`recsys {' '.join(argv)}` after the promotion failed with exit code {code}")
     return 0

@@ -36,16 +36,26 @@ def request_retrain(models_dir: str | Path, reason: str) -> Path:
     return path
 
 
-def run_cli(env: dict[str, str], log_path: Path) -> Runner:
-    """A runner of `recsys` steps as their own processes, with `env`, appending to `log_path`."""
+def run_cli(env: dict[str, str], log_path: Path | None = None) -> Runner:
+    """A runner of `recsys` steps as their own processes, with `env`, appending to `log_path` (None: this
+    process's output)."""
 
     def run(argv: list[str]) -> int:
+        command = [sys.executable, "-m", "recsys.cli", *argv]
+        if log_path is None:
+            return subprocess.run(command, env={**os.environ, **env}).returncode
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            return subprocess.run([sys.executable, "-m", "recsys.cli", *argv], env={**os.environ, **env},
-                                  stdout=out, stderr=subprocess.STDOUT).returncode
+            return subprocess.run(command, env={**os.environ, **env}, stdout=out,
+                                  stderr=subprocess.STDOUT).returncode
 
     return run
+
+
+def follow_steps(index: bool = True) -> list[list[str]]:
+    """The `recsys` steps after a promotion: the new `latest`'s features into the online store and, with `index`,
+    its embeddings into Milvus (the ranking service follows `latest` by itself)."""
+    return [["materialize"], *([["index", "--quiet"]] if index else [])]
 
 
 class LifecycleLoop:
@@ -112,8 +122,8 @@ class LifecycleLoop:
         return code
 
     def _follow_latest(self) -> None:
-        """The online store and the Milvus index follow the new `latest` (the ranking service follows it itself)."""
-        for argv in (["materialize"], ["index", "--quiet"]):
+        """The online store and the Milvus index follow the new `latest`."""
+        for argv in follow_steps():
             code = self.run(argv)
             if code != 0:
                 log.error("step after promotion failed", extra={"argv": argv, "exit_code": code})
