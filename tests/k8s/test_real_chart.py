@@ -87,7 +87,9 @@ def values() -> dict:
                                       "--interactions", "20000", "--force"]},
             {"name": "train", "args": ["train", "--data", "/var/lib/recsys/artifacts/data/current",
                                        "--out", "/var/lib/recsys/artifacts/models", "--quiet"]}]}}},
-        "cronJobs": {"batch-inference": {"enabled": False}, "retrain": {"enabled": False}},
+        "eventlog": {**sched, "resources": resources("1Gi")},
+        "cronJobs": {"batch-inference": {"enabled": False}, "retrain": {"enabled": False},
+                     "canary": {"enabled": False}},
     }
 
 
@@ -188,7 +190,7 @@ def test_umbrella_chart_on_the_real_node_recommends_ranked_items(cluster: K8sClu
         timings["helm_install_with_hooks"] = round(time.monotonic() - t0, 1)
         if install.returncode != 0:
             pytest.fail(f"helm install: {install.stdout}{install.stderr}\n{diagnostics()}", pytrace=False)
-        for service in SERVICES:
+        for service in (*SERVICES, "eventlog"):  # the event log writer: a Deployment of the jobs image
             rollout = cluster.run_kubectl("rollout", "status", "-n", NAMESPACE, f"deployment/{RELEASE}-{service}",
                                           "--timeout=600s", check=False, timeout=620)
             if rollout.returncode != 0:
