@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "recsys.training.data.commands",
     "recsys.training.commands",
     "recsys.training.retrain_commands",
+    "recsys.training.ope.commands",
     "recsys.monitoring.commands",
     "recsys.ranking.commands",
     "recsys.features.commands",

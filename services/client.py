@@ -34,6 +34,7 @@ class Item:
     score: float
     position: int
     source: str
+    propensity: float = 1.0  # P(this item at this position) under the variant's exploration policy
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class RecsysClient:
         r = self._recommend.Recommend(request, timeout=timeout_s or self.timeout_s, metadata=request_metadata())
         return Recommendations(
             request_id=r.request_id,
-            items=[Item(i.item_id, i.score, i.position, SOURCES.get(i.source, "unknown")) for i in r.items],
+            items=[Item(i.item_id, i.score, i.position, SOURCES.get(i.source, "unknown"), i.propensity or 1.0)
+                   for i in r.items],
             variant=r.variant, degraded=r.degraded, degraded_reasons=list(r.degraded_reasons),
             timings_ms={t.hop: t.ms for t in r.timings}, model=r.model, model_version=r.model_version,
         )

@@ -27,9 +27,9 @@ class _Impressions:
     """Impression rows: one tuple per served list, one per shown item with the index of its list."""
 
     LIST_FIELDS = ("event_id", "request_id", "user_id", "variant", "model", "model_version", "timestamp_ms",
-                   "degraded", "offset")
-    ITEM_FIELDS = ("item_id", "position", "score", "source")
-    _NO_ITEM = (None, None, None, None)
+                   "degraded", "exploration", "pool_item_ids", "offset")
+    ITEM_FIELDS = ("item_id", "position", "score", "source", "propensity")
+    _NO_ITEM = (None, None, None, None, None)
 
     def __init__(self) -> None:
         self.lists: list[tuple] = []
@@ -40,8 +40,10 @@ class _Impressions:
         imp = decode(events_pb2.Impression, value)
         index = len(self.lists)
         self.lists.append((imp.event_id, imp.request_id, imp.user_id, imp.variant, imp.model, imp.model_version,
-                           imp.timestamp_ms, imp.degraded, offset))
-        shown = [(item.item_id, item.position, item.score, item.source) for item in imp.items] or [self._NO_ITEM]
+                           imp.timestamp_ms, imp.degraded, imp.exploration, list(imp.pool_item_ids), offset))
+        # propensity 0 = not set (a gateway before exploration): it served its top k, each item with certainty
+        shown = [(item.item_id, item.position, item.score, item.source, item.propensity or 1.0)
+                 for item in imp.items] or [self._NO_ITEM]
         self.items.extend(shown)
         self.parent.extend([index] * len(shown))
         return len(shown)

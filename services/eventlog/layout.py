@@ -47,6 +47,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("position", pa.int32()),
         pa.field("score", pa.float32()),
         pa.field("source", pa.string()),
+        # exploration (recsys.model.exploration): the propensity of the item at its position, the policy, and
+        # the ranked pool it drew from (files written before these columns read them as nulls)
+        pa.field("propensity", pa.float32()),
+        pa.field("exploration", pa.string()),
+        pa.field("pool_item_ids", pa.list_(pa.string())),
         *_KAFKA,
     ]),
     EVENTS: pa.schema([

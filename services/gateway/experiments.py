@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from recsys.common.config import ConfigError
+from recsys.model.exploration import ExplorationPolicy
 from recsys.model.rankers import names as ranker_names
 
 RANKERS = ranker_names()
@@ -21,6 +23,15 @@ class Variant:
     ranker: str = "lightgbm"
     model_version: str = ""
     retrieval_k: int = 0  # 0 = the gateway default
+    #: How the served list is drawn from the ranked pool (recsys.model.exploration spec, e.g. "epsilon=0.1,pool=20";
+    #: "none" = the top k as ranked). None: the control serves without exploration, every other variant with the
+    #: gateway's default (RECSYS_GATEWAY_EXPLORATION).
+    exploration: str | None = None
+
+    @property
+    def policy(self) -> ExplorationPolicy:
+        """The variant's exploration policy (parsed once per spec)."""
+        return _policy(self.exploration or "none")
 
 
 DEFAULT_EXPERIMENT = {
@@ -35,7 +46,7 @@ DEFAULT_EXPERIMENT = {
 class Experiment:
     """Assigns a user to a variant by hashing (salt, user_id) onto [0, 1) and walking cumulative shares."""
 
-    def __init__(self, variants: list[Variant], salt: str) -> None:
+    def __init__(self, variants: list[Variant], salt: str, default_exploration: str = "") -> None:
         if not variants:
             raise ConfigError("experiment needs at least one variant")
         total = sum(v.share for v in variants)
@@ -47,6 +58,7 @@ class Experiment:
         for v in variants:
             if v.ranker not in RANKERS:
                 raise ConfigError(f"variant {v.name}: unknown ranker {v.ranker!r} (one of {', '.join(RANKERS)})")
+        variants = [_with_exploration(v, default_exploration if i else "none") for i, v in enumerate(variants)]
         self.variants = variants
         self.salt = salt
         self._bounds = []
@@ -69,11 +81,28 @@ class Experiment:
         return self.variants[-1]
 
     @classmethod
-    def from_json(cls, text: str) -> Experiment:
-        """Parse the RECSYS_EXPERIMENTS document (empty = the default two-arm experiment)."""
+    def from_json(cls, text: str, default_exploration: str = "") -> Experiment:
+        """Parse the RECSYS_EXPERIMENTS document (empty = the default two-arm experiment); variants without an
+        `exploration` of their own get `default_exploration`, except the control (the first), which explores
+        only when its entry says so."""
         try:
             doc = json.loads(text) if text.strip() else DEFAULT_EXPERIMENT
             variants = [Variant(**v) for v in doc["variants"]]
-            return cls(variants, str(doc.get("salt", "recsys")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"RECSYS_EXPERIMENTS is not a valid experiment: {exc}") from exc
+        return cls(variants, str(doc.get("salt", "recsys")), default_exploration)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(spec: str) -> ExplorationPolicy:
+    return ExplorationPolicy.parse(spec)
+
+
+def _with_exploration(variant: Variant, default: str) -> Variant:
+    """The variant with its exploration spec resolved (its own, else `default`) and checked."""
+    spec = variant.exploration if variant.exploration is not None else default
+    try:
+        policy = _policy(spec or "none")
+    except ValueError as exc:
+        raise ConfigError(f"variant {variant.name}: invalid exploration {spec!r}: {exc}") from exc
+    return replace(variant, exploration=policy.spec())

@@ -32,7 +32,7 @@ def main(port: int | None = None) -> int:
         settings = replace(settings, port=port)
     refresh_s = settings.rollout_refresh_s
     follower = RolloutFollower(settings.models_dir, refresh_s) if refresh_s > 0 else None
-    experiment = CanaryExperiment(Experiment.from_json(settings.experiments_json), follower)
+    experiment = CanaryExperiment(Experiment.from_json(settings.experiments_json, settings.exploration), follower)
     popular = load_catalogue(settings.models_dir)
     batch = BatchLists.load(settings.batch_recs_path)
     backends = Backends(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from recsys.common.feature_client import FeatureClient
 from recsys.gateway.admission import Admission
 from recsys.gateway.budget import Budget
@@ -33,6 +35,9 @@ class Outcome:
     variant: Variant
     item_features: features_pb2.FeatureMatrix | None = None
     ranked_scores: dict[str, float] = field(default_factory=dict)
+    #: The ranked pool the served list was drawn from (best first) and the policy that drew it.
+    pool_item_ids: list[str] = field(default_factory=list)
+    exploration: str = "none"
 
 
 class Recommender:
@@ -54,6 +59,7 @@ class Recommender:
         self.experiment = experiment
         self.popular = popular
         self.batch = batch
+        self._rng = np.random.default_rng()  # exploration draws (the bit generator locks per call)
 
     def recommend(
         self,
@@ -88,11 +94,12 @@ class Recommender:
                 ranked = self._fallback_candidates(user_id, variant)
                 item_matrix, model, version, seen = None, "", "", frozenset()
 
-        genres_of = self.popular.genres
-        top = rerank(ranked, k, genres_of, filters, s.genre_cap, seen)
-        if len(top) < k:  # top up from popularity so a valid request always gets k when the catalogue has them
-            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
-                         k, genres_of, filters, 1.0, seen)
+        top = self._top(ranked, k, filters, seen)
+        pool, policy = top, variant.policy
+        if policy.active:  # the explore pool: the next best admitted items after the top k
+            pool = top + self._top(ranked, policy.pool, filters, seen | {item.item_id for item in top})
+        ranks, propensities = policy.sample(len(pool), len(top), self._rng)
+        shown = [pool[r] for r in ranks]
         response = recommend_pb2.RecommendResponse(
             request_id=request_id,
             variant=variant.name,
@@ -102,13 +109,24 @@ class Recommender:
             model=model,
             model_version=version,
             items=[
-                recommend_pb2.RecommendedItem(item_id=item.item_id, score=item.score, position=i, source=item.source)
-                for i, item in enumerate(top)
+                recommend_pb2.RecommendedItem(item_id=item.item_id, score=item.score, position=i, source=item.source,
+                                              propensity=float(p))
+                for i, (item, p) in enumerate(zip(shown, propensities, strict=True))
             ],
         )
         response.timings.append(recommend_pb2.HopTiming(hop="total", ms=budget.elapsed_ms(), status="ok"))
         scores = {item.item_id: item.score for item in ranked}
-        return Outcome(response, variant, item_matrix, scores)
+        logged_pool = [item.item_id for item in pool[:policy.pool_size(len(pool), len(top))]]
+        return Outcome(response, variant, item_matrix, scores, logged_pool, policy.spec())
+
+    def _top(self, ranked: list[Scored], k: int, filters: FilterSpec, seen: frozenset[str]) -> list[Scored]:
+        """The re-ranked top k, topped up from popularity so a valid request gets k when the catalogue has them."""
+        genres_of = self.popular.genres
+        top = rerank(ranked, k, genres_of, filters, self.settings.genre_cap, seen)
+        if len(top) < k:
+            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
+                         k, genres_of, filters, 1.0, seen)
+        return top
 
     def _retrieval_k(self, variant: Variant) -> int:
         return variant.retrieval_k or self.settings.retrieval_k

@@ -80,7 +80,8 @@ class RecommendService:
             event_id=r.request_id, request_id=r.request_id, user_id=user_id, variant=r.variant, model=r.model,
             model_version=r.model_version, timestamp_ms=ts, degraded=r.degraded,
             items=[events_pb2.ImpressionItem(item_id=i.item_id, position=i.position, score=i.score,
-                                             source=str(i.source)) for i in r.items],
+                                             source=str(i.source), propensity=i.propensity) for i in r.items],
+            exploration=outcome.exploration, pool_item_ids=outcome.pool_item_ids,
         ))
         matrix = outcome.item_features
         if matrix is None or not matrix.names or random.random() >= self.settings.prediction_sample:

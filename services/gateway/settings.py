@@ -28,8 +28,16 @@ GENRE_CAP = declare(
 EXPERIMENTS = declare(
     "RECSYS_EXPERIMENTS",
     "",
-    "A/B experiment as JSON {salt, variants:[{name, share, ranker, model_version, retrieval_k}]}; "
+    "A/B experiment as JSON {salt, variants:[{name, share, ranker, model_version, retrieval_k, exploration}]}; "
     "empty = control (lightgbm) 50% / dcn 50%",
+    "gateway",
+)
+EXPLORATION = declare(
+    "RECSYS_GATEWAY_EXPLORATION",
+    "epsilon=0.1,pool=20",
+    "Exploration of every variant but the control that sets none of its own (RECSYS_EXPERIMENTS `exploration`): "
+    "epsilon=E[,pool=M] (each slot shows, with chance E, one of the M items ranked after the top k), "
+    "plackett-luce,temperature=T[,pool=M], or none; each impression logs the propensities (off-policy evaluation)",
     "gateway",
 )
 BATCH_RECS = declare(
@@ -97,6 +105,7 @@ class GatewaySettings:
     admission_wait_ms: float
     prediction_sample: float
     rollout_refresh_s: float = 2.0
+    exploration: str = ""
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -115,6 +124,7 @@ class GatewaySettings:
             max_filter_ids=MAX_FILTER_IDS.int(),
             genre_cap=GENRE_CAP.float(),
             experiments_json=EXPERIMENTS.str(),
+            exploration=EXPLORATION.str(),
             models_dir=MODELS_DIR.str(),
             batch_recs_path=BATCH_RECS.str(),
             event_buffer=EVENT_BUFFER.int(),

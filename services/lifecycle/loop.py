@@ -4,7 +4,6 @@ while a canary runs. After a promotion the new `latest` is materialized and inde
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -16,24 +15,13 @@ from pathlib import Path
 
 from recsys.lifecycle import canary
 from recsys.lifecycle.settings import LifecycleSettings
-from recsys.model import rollout
+from recsys.model import requests, rollout
 from recsys.model.registry import Registry
+from recsys.model.requests import REQUEST, request_retrain  # noqa: F401 - the loop's API, kept importable here
 
 log = logging.getLogger("recsys.lifecycle.loop")
 
-REQUEST = "retrain.request"
-
 Runner = Callable[[list[str]], int]
-
-
-def request_retrain(models_dir: str | Path, reason: str) -> Path:
-    """Ask the loop for a retrain (it runs at its next check); returns the request file."""
-    path = Path(models_dir) / REQUEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{REQUEST}.{os.getpid()}")
-    tmp.write_text(json.dumps({"reason": reason, "at": time.time()}))
-    os.replace(tmp, path)
-    return path
 
 
 def run_cli(env: dict[str, str], log_path: Path | None = None) -> Runner:
@@ -93,13 +81,11 @@ class LifecycleLoop:
             if result.verdict.action == rollout.PROMOTE:
                 self._follow_latest()
             return
-        request = self.settings.models_dir / REQUEST
         due = self.settings.retrain_interval_s > 0 and (
             time.monotonic() - self._last_retrain >= self.settings.retrain_interval_s)
-        if request.exists() or due:
-            reason = _reason(request) if request.exists() else "schedule"
-            request.unlink(missing_ok=True)
-            self.retrain(reason)
+        reason = requests.take_request(self.settings.models_dir)
+        if reason is not None or due:
+            self.retrain(reason or "schedule")
 
     def retrain(self, reason: str) -> int:
         """Run `recsys retrain` once (the gate and the canary decide the rest); returns its exit code."""
@@ -128,9 +114,3 @@ class LifecycleLoop:
             if code != 0:
                 log.error("step after promotion failed", extra={"argv": argv, "exit_code": code})
 
-
-def _reason(path: Path) -> str:
-    try:
-        return str(json.loads(path.read_text()).get("reason", "request"))
-    except (OSError, ValueError):
-        return "request"

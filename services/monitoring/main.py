@@ -10,6 +10,8 @@ from recsys.common import config
 from recsys.common.kafka import admin as kafka_admin
 from recsys.common.logs import configure_logging
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
+from recsys.monitoring.actions import DriftActions, build_trigger
+from recsys.monitoring.alerts import AlertSink
 from recsys.monitoring.consumer import MonitoringConsumer
 from recsys.monitoring.drift_process import DriftProcess
 from recsys.monitoring.server import create_server
@@ -32,6 +34,8 @@ class MonitoringApp:
         self.consumer = MonitoringConsumer(settings, self.store, on_window_closed=self.drift.notify)
         self.server: GrpcServer = create_server(MonitoringService(self.store, settings), options)
         self._consumer_thread = threading.Thread(target=self._consume, name="monitoring-consumer", daemon=True)
+        self.alerts = AlertSink(self.store, settings.webhook_url, settings.webhook_timeout_s)
+        self.actions = DriftActions(self.store, self.alerts, build_trigger(settings), settings)
         self.failed = False
 
     def _consume(self) -> None:
@@ -46,13 +50,16 @@ class MonitoringApp:
         """Start the drift process and the consumer thread (the gRPC server is started separately)."""
         self.drift.start()
         self._consumer_thread.start()
+        self.actions.start()
 
     def stop(self) -> None:
         """Finish the batch in flight, then stop the drift process and close the store."""
+        self.actions.stop()
         self.consumer.stop()
         self._consumer_thread.join(timeout=60)
         self.consumer.close()
         self.drift.stop()
+        self.alerts.close()
         self.store.close()
 
 

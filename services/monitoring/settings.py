@@ -67,6 +67,51 @@ WEBHOOK_TIMEOUT_S = config.declare("RECSYS_MONITORING_WEBHOOK_TIMEOUT_S", 2.0, "
 MAX_POLL_RECORDS = config.declare(
     "RECSYS_MONITORING_MAX_POLL_RECORDS", 10_000, "Records per Kafka poll (one persisted batch)", SCOPE
 )
+RETRAIN_TRIGGER = config.declare(
+    "RECSYS_MONITORING_RETRAIN_TRIGGER",
+    "file",
+    "How drift starts a retrain: file (a request in <RECSYS_MODELS_DIR> that `recsys serve`'s lifecycle loop runs), "
+    "kubernetes (a Job from the retrain CronJob's template, RECSYS_MONITORING_RETRAIN_CRONJOB) or off",
+    SCOPE,
+)
+RETRAIN_ON = config.declare(
+    "RECSYS_MONITORING_RETRAIN_ON",
+    "data_drift,ctr_drop",
+    "What starts a retrain, comma-separated: data_drift (a window with dataset drift), prediction_drift, ctr_drift "
+    "(a window's CTR off the reference), ctr_drop (a variant's CTR below its own recent baseline)",
+    SCOPE,
+)
+RETRAIN_MIN_INTERVAL_S = config.declare(
+    "RECSYS_MONITORING_RETRAIN_MIN_INTERVAL_S", 1800.0, "Least time between two retrains that drift starts", SCOPE
+)
+RETRAIN_CRONJOB = config.declare(
+    "RECSYS_MONITORING_RETRAIN_CRONJOB", "", "kubernetes trigger: the retrain CronJob whose template makes the Job",
+    SCOPE,
+)
+NAMESPACE = config.declare(
+    "RECSYS_MONITORING_NAMESPACE", "", "kubernetes trigger: the namespace (empty = the pod's own)", SCOPE
+)
+CTR_DROP_RECENT_S = config.declare(
+    "RECSYS_MONITORING_CTR_DROP_RECENT_S", 600, "CTR drop: the recent span compared with the baseline", SCOPE
+)
+CTR_DROP_BASELINE_S = config.declare(
+    "RECSYS_MONITORING_CTR_DROP_BASELINE_S", 3600, "CTR drop: the variant's baseline span, just before the recent one",
+    SCOPE,
+)
+CTR_DROP_MIN_RELATIVE = config.declare(
+    "RECSYS_MONITORING_CTR_DROP_MIN_RELATIVE", 0.15,
+    "CTR drop: the least relative fall (recent below baseline) that counts, besides being significant", SCOPE,
+)
+CTR_DROP_P = config.declare(
+    "RECSYS_MONITORING_CTR_DROP_P", 0.001, "CTR drop: p-value of the one-sided two-proportion z-test", SCOPE
+)
+CTR_DROP_MIN_IMPRESSIONS = config.declare(
+    "RECSYS_MONITORING_CTR_DROP_MIN_IMPRESSIONS", 2000, "CTR drop: impressions each span needs before it is tested",
+    SCOPE,
+)
+ACTIONS_CHECK_S = config.declare(
+    "RECSYS_MONITORING_ACTIONS_CHECK_S", 10.0, "Seconds between checks for drift that starts a retrain", SCOPE
+)
 FETCH_WAIT_MS = config.declare(
     "RECSYS_MONITORING_FETCH_WAIT_MS",
     200,
@@ -113,6 +158,18 @@ class MonitoringSettings:
     max_poll_records: int = 10_000
     check_crcs: bool = False
     fetch_wait_ms: int = 200
+    retrain_trigger: str = "off"
+    retrain_on: tuple[str, ...] = ("data_drift", "ctr_drop")
+    retrain_min_interval_s: float = 1800.0
+    retrain_cronjob: str = ""
+    namespace: str = ""
+    models_dir: Path = Path("var/models")
+    ctr_drop_recent_s: int = 600
+    ctr_drop_baseline_s: int = 3600
+    ctr_drop_min_relative: float = 0.15
+    ctr_drop_p: float = 0.001
+    ctr_drop_min_impressions: int = 2000
+    actions_check_s: float = 10.0
 
     @property
     def db_path(self) -> Path:
@@ -164,4 +221,16 @@ class MonitoringSettings:
             max_poll_records=MAX_POLL_RECORDS.int(),
             check_crcs=CHECK_CRCS.bool(),
             fetch_wait_ms=FETCH_WAIT_MS.int(),
+            retrain_trigger=RETRAIN_TRIGGER.str().strip().lower(),
+            retrain_on=tuple(k.strip() for k in RETRAIN_ON.str().split(",") if k.strip()),
+            retrain_min_interval_s=RETRAIN_MIN_INTERVAL_S.float(),
+            retrain_cronjob=RETRAIN_CRONJOB.str(),
+            namespace=NAMESPACE.str(),
+            models_dir=Path(config.MODELS_DIR.str()),
+            ctr_drop_recent_s=CTR_DROP_RECENT_S.int(),
+            ctr_drop_baseline_s=CTR_DROP_BASELINE_S.int(),
+            ctr_drop_min_relative=CTR_DROP_MIN_RELATIVE.float(),
+            ctr_drop_p=CTR_DROP_P.float(),
+            ctr_drop_min_impressions=CTR_DROP_MIN_IMPRESSIONS.int(),
+            actions_check_s=ACTIONS_CHECK_S.float(),
         )

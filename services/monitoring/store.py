@@ -313,6 +313,14 @@ class MonitoringStore:
         )
         return int(row[0]), int(row[1])
 
+    def variant_totals(self, min_bucket: int, max_bucket: int) -> dict[str, tuple[int, int]]:
+        """Per variant: (impressions, clicks) over buckets in [min_bucket, max_bucket]."""
+        rows = self._reader().execute(
+            "SELECT variant, SUM(impressions), SUM(clicks) FROM cells WHERE bucket BETWEEN ? AND ? GROUP BY variant",
+            (min_bucket, max_bucket),
+        ).fetchall()
+        return {variant: (int(n), int(c)) for variant, n, c in rows}
+
     def served_items(self, min_bucket: int, variant: str = "") -> int:
         """Distinct items served in buckets >= min_bucket (by one variant when given)."""
         sql = "SELECT bitmap FROM coverage WHERE bucket >= ?"

@@ -65,7 +65,25 @@ examples, K = {k}, {record["measured"].get("candidates")} candidates.</p>
 {html_table("Gated metrics", _gated_rows(gated), GATED_KEYS, first="metric")}
 {html_table("Two-stage and default ranker", sides, side_keys)}
 {html_table("Every ranker on the shared examples", _ranker_rows(record), DETAIL_KEYS)}
+{_ope_section(record.get("ope"))}
 </body></html>"""
+
+
+OPE_KEYS = ("ctr", "low", "high", "se")
+
+
+def _ope_section(ope: dict | None) -> str:
+    """Off-policy estimates (reported beside the gated metrics, not gated)."""
+    if not ope:
+        return ""
+    if "error" in ope:
+        return f"<h2>Off-policy estimates</h2><p>not available: {html.escape(str(ope['error']))}</p>"
+    rows = {f"{side} {name}": {key: e.get(key) for key in OPE_KEYS}
+            for side, estimates in ope.get("versions", {}).items() for name, e in estimates.items()}
+    logged = ", ".join(f"{v} {r['ctr']:.4f}" for v, r in ope.get("logged", {}).items())
+    note = (f"<p>{ope.get('lists', 0)} logged lists of the window ({ope.get('exploring_lists', 0)} exploring); "
+            f"CTR they really got: {html.escape(logged)}. Not gated.</p>")
+    return html_table("Off-policy estimates of CTR (re-ranking the logged pools)", rows, OPE_KEYS) + note
 
 
 def write_gate_report(record: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -137,6 +137,24 @@ def _measure(registry: Registry, version: str, parent: str | None, held: HeldOut
     return measure(bundles, held, k, cfg)
 
 
+def _off_policy(registry: Registry, version: str, parent: str | None, held: HeldOutWindow, log_uri: str) -> dict:
+    """Off-policy estimates of both versions' CTR on the window's logged lists (reported, not gated): what each
+    would have earned re-ranking the pools the gateway logged (`recsys.training.ope`)."""
+    from recsys.training.ope.evaluate import evaluate_versions
+    from recsys.training.ope.logged import read_logged
+
+    t0 = time.perf_counter()
+    try:
+        logged = read_logged(log_uri, held.since * 1000, (held.until + 1) * 1000)
+        bundles = {"challenger": load_bundle(registry.path(version))}
+        if parent is not None:
+            bundles = {"champion": load_bundle(registry.path(parent)), **bundles}
+        result = evaluate_versions(bundles, held.history, logged)
+    except Exception as exc:  # noqa: BLE001 - an estimate that cannot be made must not fail the retrain
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {**result, "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def retrain(
     ds: Dataset,
     registry_root: str | Path,
@@ -149,6 +167,7 @@ def retrain(
     report_dir: str | Path | None = None,
     source: dict | None = None,
     progress: bool = False,
+    ope_log: str | None = None,
 ) -> RetrainResult:
     """Train a challenger on `ds` minus its recent window, gate it against `latest`, record and act (see above)."""
     if not 0.0 <= canary_share < 1.0:
@@ -165,6 +184,7 @@ def retrain(
     measured = _measure(registry, version, parent, held, policy.k, cfg)
     decision = judge(measured.get("champion"), measured["challenger"], policy)
     metrics = {side: measured.get(side) for side in ("champion", "challenger")}
+    ope = _off_policy(registry, version, parent, held, ope_log) if ope_log else None
     out = Path(report_dir) if report_dir else registry.root / REPORTS / version
     gate = {"decision": decision.decision, "reason": decision.reason, "parent": parent, "deltas": decision.deltas,
             "policy": {"k": policy.k, "tolerances": dict(policy.tolerances)}, "measured": measured["window"],
@@ -177,6 +197,6 @@ def retrain(
     record = {"version": version, "champion": parent, "challenger": version, "action": action, "canary": canary,
               "latest": registry.latest(), "decision": {"passed": decision.passed, **gate},
               "policy": gate["policy"], "window": held.describe(), "measured": measured["window"],
-              "metrics": metrics, "shuffled_labels": shuffle, "dataset": manifest["dataset"]}
+              "metrics": metrics, "shuffled_labels": shuffle, "dataset": manifest["dataset"], "ope": ope}
     json_path, _ = write_gate_report(record, out)
     return RetrainResult(version, parent, decision, metrics, action, registry.latest(), canary, json_path)

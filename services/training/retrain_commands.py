@@ -82,7 +82,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from recsys.training.retrain import retrain
 
     if args.request:  # on demand, for the running `recsys serve`: its lifecycle loop retrains at its next check
-        from recsys.lifecycle.loop import request_retrain
+        from recsys.model.requests import request_retrain
 
         path = request_retrain(args.models or config.MODELS_DIR.str(), args.reason or "requested")
         print(json.dumps({"requested": str(path), "reason": args.reason or "requested"}))
@@ -94,7 +94,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     try:
         result = retrain(ds, args.models or config.MODELS_DIR.str(), cfg, policy, window_frac=frac,
                          window_hours=args.window_hours, canary_share=share, shuffle=args.shuffle_labels,
-                         report_dir=args.report_dir, source=source, progress=not args.quiet)
+                         report_dir=args.report_dir, source=source, progress=not args.quiet,
+                         ope_log=args.log or None)
     except RegistryError as exc:
         raise CliError(str(exc)) from exc
     summary = result.summary()

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/events.proto\x12\trecsys.v1\"\xca\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.recsys.v1.EventType\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\r\n\x05value\x18\n \x01(\x01\"R\n\x0eImpressionItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xcc\x01\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12(\n\x05items\x18\t \x03(\x0b\x32\x19.recsys.v1.ImpressionItem\"\xb5\x01\n\rPredictionLog\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\x02\x12\x0e\n\x06scores\x18\x08 \x03(\x02\x12\x10\n\x08item_ids\x18\t \x03(\t\"2\n\x0ePublishRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"#\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*\x9d\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_TYPE_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x05\x32P\n\x0c\x45ventService\x12@\n\x07Publish\x12\x19.recsys.v1.PublishRequest\x1a\x1a.recsys.v1.PublishResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16recsys/v1/events.proto\x12\trecsys.v1\"\xca\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.recsys.v1.EventType\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\r\n\x05model\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\t \x01(\x03\x12\r\n\x05value\x18\n \x01(\x01\"f\n\x0eImpressionItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x12\n\npropensity\x18\x05 \x01(\x02\"\xf8\x01\n\nImpression\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07variant\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x64\x65graded\x18\x08 \x01(\x08\x12(\n\x05items\x18\t \x03(\x0b\x32\x19.recsys.v1.ImpressionItem\x12\x13\n\x0b\x65xploration\x18\n \x01(\t\x12\x15\n\rpool_item_ids\x18\x0b \x03(\t\"\xb5\x01\n\rPredictionLog\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x03\x12\x15\n\rfeature_names\x18\x06 \x03(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\x02\x12\x0e\n\x06scores\x18\x08 \x03(\x02\x12\x10\n\x08item_ids\x18\t \x03(\t\"2\n\x0ePublishRequest\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.recsys.v1.Event\"#\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*\x9d\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_TYPE_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x15\n\x11\x45VENT_TYPE_RATING\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x05\x32P\n\x0c\x45ventService\x12@\n\x07Publish\x12\x19.recsys.v1.PublishRequest\x1a\x1a.recsys.v1.PublishResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'recsys.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=807
-  _globals['_EVENTTYPE']._serialized_end=964
+  _globals['_EVENTTYPE']._serialized_start=871
+  _globals['_EVENTTYPE']._serialized_end=1028
   _globals['_EVENT']._serialized_start=38
   _globals['_EVENT']._serialized_end=240
   _globals['_IMPRESSIONITEM']._serialized_start=242
-  _globals['_IMPRESSIONITEM']._serialized_end=324
-  _globals['_IMPRESSION']._serialized_start=327
-  _globals['_IMPRESSION']._serialized_end=531
-  _globals['_PREDICTIONLOG']._serialized_start=534
-  _globals['_PREDICTIONLOG']._serialized_end=715
-  _globals['_PUBLISHREQUEST']._serialized_start=717
-  _globals['_PUBLISHREQUEST']._serialized_end=767
-  _globals['_PUBLISHRESPONSE']._serialized_start=769
-  _globals['_PUBLISHRESPONSE']._serialized_end=804
-  _globals['_EVENTSERVICE']._serialized_start=966
-  _globals['_EVENTSERVICE']._serialized_end=1046
+  _globals['_IMPRESSIONITEM']._serialized_end=344
+  _globals['_IMPRESSION']._serialized_start=347
+  _globals['_IMPRESSION']._serialized_end=595
+  _globals['_PREDICTIONLOG']._serialized_start=598
+  _globals['_PREDICTIONLOG']._serialized_end=779
+  _globals['_PUBLISHREQUEST']._serialized_start=781
+  _globals['_PUBLISHREQUEST']._serialized_end=831
+  _globals['_PUBLISHRESPONSE']._serialized_start=833
+  _globals['_PUBLISHRESPONSE']._serialized_end=868
+  _globals['_EVENTSERVICE']._serialized_start=1030
+  _globals['_EVENTSERVICE']._serialized_end=1110
 # @@protoc_insertion_point(module_scope)

@@ -47,19 +47,21 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., request_id: _Optional[str] = ..., position: _Optional[int] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
 
 class ImpressionItem(_message.Message):
-    __slots__ = ("item_id", "position", "score", "source")
+    __slots__ = ("item_id", "position", "score", "source", "propensity")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     position: int
     score: float
     source: str
-    def __init__(self, item_id: _Optional[str] = ..., position: _Optional[int] = ..., score: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
+    propensity: float
+    def __init__(self, item_id: _Optional[str] = ..., position: _Optional[int] = ..., score: _Optional[float] = ..., source: _Optional[str] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class Impression(_message.Message):
-    __slots__ = ("event_id", "request_id", "user_id", "variant", "model", "model_version", "timestamp_ms", "degraded", "items")
+    __slots__ = ("event_id", "request_id", "user_id", "variant", "model", "model_version", "timestamp_ms", "degraded", "items", "exploration", "pool_item_ids")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +71,8 @@ class Impression(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    POOL_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     request_id: str
     user_id: str
@@ -78,7 +82,9 @@ class Impression(_message.Message):
     timestamp_ms: int
     degraded: bool
     items: _containers.RepeatedCompositeFieldContainer[ImpressionItem]
-    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., degraded: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[ImpressionItem, _Mapping]]] = ...) -> None: ...
+    exploration: str
+    pool_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., variant: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., degraded: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[ImpressionItem, _Mapping]]] = ..., exploration: _Optional[str] = ..., pool_item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
     __slots__ = ("request_id", "user_id", "variant", "model", "timestamp_ms", "feature_names", "features", "scores", "item_ids")

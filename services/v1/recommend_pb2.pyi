@@ -27,16 +27,18 @@ class RecommendRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., filter: _Optional[_Union[_candidates_pb2.ItemFilter, _Mapping]] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
-    __slots__ = ("item_id", "score", "position", "source")
+    __slots__ = ("item_id", "score", "position", "source", "propensity")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
     position: int
     source: _candidates_pb2.CandidateSource
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., source: _Optional[_Union[_candidates_pb2.CandidateSource, str]] = ...) -> None: ...
+    propensity: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., position: _Optional[int] = ..., source: _Optional[_Union[_candidates_pb2.CandidateSource, str]] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class HopTiming(_message.Message):
     __slots__ = ("hop", "ms", "status")
