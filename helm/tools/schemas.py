@@ -223,7 +223,15 @@ SERVICES: dict[str, Schema] = {
     "gateway": {
         "configJson": obj({"RECSYS_EXPERIMENTS": EXPERIMENTS}, extra=True, propertyNames=ENV_NAME),
     },
-    "monitoring": {},
+    "monitoring": {
+        "retrainOnDrift": obj(
+            {
+                "enabled": BOOL,
+                "minIntervalSeconds": integer(0, description="Least seconds between two retrains drift starts"),
+            },
+            required=["enabled", "minIntervalSeconds"],
+        ),
+    },
     "ranking": {
         "mode": {"enum": ["rayservice", "deployment"], "description": "How ranking runs"},
         "ray": obj(

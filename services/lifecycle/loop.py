@@ -24,20 +24,45 @@ log = logging.getLogger("recsys.lifecycle.loop")
 Runner = Callable[[list[str]], int]
 
 
-def run_cli(env: dict[str, str], log_path: Path | None = None) -> Runner:
-    """A runner of `recsys` steps as their own processes, with `env`, appending to `log_path` (None: this
-    process's output)."""
+class CliRunner:
+    """Runs `recsys` steps as their own processes, with `env`, appending to `log_path` (None: this process's
+    output); `terminate` stops the step in flight (the loop's owner stopping must not leave a retrain behind)."""
 
-    def run(argv: list[str]) -> int:
+    def __init__(self, env: dict[str, str], log_path: Path | None = None) -> None:
+        self.env = env
+        self.log_path = log_path
+        self._running: subprocess.Popen | None = None
+
+    def __call__(self, argv: list[str]) -> int:
         command = [sys.executable, "-m", "recsys.cli", *argv]
-        if log_path is None:
-            return subprocess.run(command, env={**os.environ, **env}).returncode
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            return subprocess.run(command, env={**os.environ, **env}, stdout=out,
-                                  stderr=subprocess.STDOUT).returncode
+        out = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_path, "ab")  # noqa: SIM115 - closed below, after the process ends
+        try:
+            self._running = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=out,
+                                             stderr=subprocess.STDOUT if out else None)
+            return self._running.wait()
+        finally:
+            self._running = None
+            if out is not None:
+                out.close()
 
-    return run
+    def terminate(self, timeout_s: float = 10.0) -> None:
+        """Stop the step in flight, if any (SIGTERM, then SIGKILL after `timeout_s`)."""
+        proc = self._running
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_cli(env: dict[str, str], log_path: Path | None = None) -> CliRunner:
+    """A runner of `recsys` steps as their own processes (see `CliRunner`)."""
+    return CliRunner(env, log_path)
 
 
 def follow_steps(index: bool = True) -> list[list[str]]:
@@ -64,7 +89,11 @@ class LifecycleLoop:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the loop; a step in flight (a retrain) is terminated when the runner can."""
         self._stop.set()
+        terminate = getattr(self.run, "terminate", None)
+        if terminate is not None:
+            terminate()
         self._thread.join(timeout_s)
 
     def _loop(self) -> None:
@@ -83,7 +112,9 @@ class LifecycleLoop:
             return
         due = self.settings.retrain_interval_s > 0 and (
             time.monotonic() - self._last_retrain >= self.settings.retrain_interval_s)
-        reason = requests.take_request(self.settings.models_dir)
+        age = requests.age_s(self.settings.models_dir)
+        ready = age is not None and age >= self.settings.retrain_delay_s
+        reason = requests.take_request(self.settings.models_dir) if ready else None
         if reason is not None or due:
             self.retrain(reason or "schedule")
 

@@ -29,6 +29,11 @@ RETRAIN_BASE = declare(
     "RECSYS_RETRAIN_BASE", "",
     "Dataset folder `recsys serve`'s retrains join the event log with (empty = <RECSYS_VAR_DIR>/demo-data)", SCOPE,
 )
+RETRAIN_DELAY_S = declare(
+    "RECSYS_RETRAIN_DELAY_S", 0.0,
+    "A requested retrain (drift, `recsys retrain --request`) waits until the request is this old, so that the "
+    "data after a shift is there to learn from", SCOPE,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class LifecycleSettings:
     check_s: float
     retrain_interval_s: float
     retrain_base: Path
+    retrain_delay_s: float = 0.0
 
     @classmethod
     def from_env(cls) -> LifecycleSettings:
@@ -54,4 +60,5 @@ class LifecycleSettings:
             check_s=max(1.0, CHECK_S.float()),
             retrain_interval_s=max(0.0, RETRAIN_INTERVAL_S.float()),
             retrain_base=Path(RETRAIN_BASE.str()) if RETRAIN_BASE.str() else var_dir / "demo-data",
+            retrain_delay_s=max(0.0, RETRAIN_DELAY_S.float()),
         )

@@ -33,6 +33,18 @@ def pending(models_dir: str | Path) -> bool:
     return request_path(models_dir).exists()
 
 
+def age_s(models_dir: str | Path, now: float | None = None) -> float | None:
+    """Seconds since the pending request was made (None: none pending)."""
+    path = request_path(models_dir)
+    try:
+        at = float(json.loads(path.read_text()).get("at", 0.0))
+    except FileNotFoundError:
+        return None
+    except (ValueError, AttributeError, TypeError, OSError):
+        at = 0.0  # unreadable: treat as old
+    return (time.time() if now is None else now) - at
+
+
 def take_request(models_dir: str | Path) -> str | None:
     """The pending request's reason, removing it; None when there is none."""
     path = request_path(models_dir)

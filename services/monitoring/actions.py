@@ -156,7 +156,7 @@ class DriftActions:
         rows = self.store.alerts_after(self._alert_rowid)
         if rows:
             self._alert_rowid = rows[-1][0]
-        wanted = {kind for kind, _ in rows if kind in self.on and kind != "ctr_drop"}  # drops: tested below
+        wanted = {kind for _, kind in rows if kind in self.on and kind != "ctr_drop"}  # drops: tested below
         if "data_drift" in wanted and not self._dataset_drift_reported():
             wanted.discard("data_drift")  # a few drifted columns alone do not call for a retrain
         reasons += sorted(wanted)

@@ -39,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.scenario == "drift":
+        return _drift(args)
     from recsys.stack.demo import DemoOptions, run_demo
 
     run_demo(DemoOptions(
@@ -49,6 +51,21 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from recsys.stack.scenario import ScenarioOptions, print_summary, run_scenario
+
+    var = Path(config.VAR_DIR.str()).resolve() / "scenario-drift"
+    opts = ScenarioOptions(var_dir=var, seed=args.seed, concurrency=args.concurrency)
+    if args.users != DEMO_USERS or args.items != DEMO_ITEMS or args.interactions != DEMO_INTERACTIONS:
+        opts = ScenarioOptions(var_dir=var, users=args.users, items=args.items, interactions=args.interactions,
+                               seed=args.seed, concurrency=args.concurrency)
+    print_summary(run_scenario(opts))
+    return 0
+
+
+DEMO_USERS, DEMO_ITEMS, DEMO_INTERACTIONS = 3000, 2000, 150_000
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="start every service on embedded defaults and keep them up")
     serve.add_argument("--no-loop", action="store_true",
@@ -56,9 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_serve)
     demo = subparsers.add_parser("demo", help="the main job: data, training, every service, traffic, live CTR")
     demo.add_argument("--data", help="use this dataset folder instead of generating one")
-    demo.add_argument("--users", type=int, default=3000)
-    demo.add_argument("--items", type=int, default=2000)
-    demo.add_argument("--interactions", type=int, default=150_000)
+    demo.add_argument("--scenario", choices=["drift"],
+                      help="drift: tastes shift midway; monitoring, retrain, gate and canary recover CTR unaided "
+                           "(its own private Kafka and var/scenario-drift; smaller data unless sizes are given)")
+    demo.add_argument("--users", type=int, default=DEMO_USERS)
+    demo.add_argument("--items", type=int, default=DEMO_ITEMS)
+    demo.add_argument("--interactions", type=int, default=DEMO_INTERACTIONS)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--seconds", type=float, default=60.0, help="how long the traffic simulator runs")
     demo.add_argument("--concurrency", type=int, default=4)

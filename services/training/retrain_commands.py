@@ -16,7 +16,7 @@ from recsys.training.commands import _common, _config, _load
 from recsys.training.data.schema import Dataset
 from recsys.training.data.timespec import parse_instant
 from recsys.training.gate import HIGHER_IS_BETTER, GatePolicy
-from recsys.training.settings import CANARY_SHARE
+from recsys.training.settings import CANARY_SHARE, WINDOW_HOURS
 
 
 def instant(text: str) -> int:
@@ -90,6 +90,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     policy, share, cfg = _policy(args), _share(args), _config(args)
     ds, source = _dataset(args)
+    if args.window_hours is None and args.window_frac is None and WINDOW_HOURS.float() > 0:
+        args.window_hours = WINDOW_HOURS.float()
     frac = None if args.window_hours is not None else (0.1 if args.window_frac is None else args.window_frac)
     try:
         result = retrain(ds, args.models or config.MODELS_DIR.str(), cfg, policy, window_frac=frac,

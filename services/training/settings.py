@@ -8,3 +8,7 @@ CANARY_SHARE = declare(
     "RECSYS_CANARY_SHARE", 0.2, "Share of users a challenger that passed `recsys retrain`'s gate is served to first "
     "(a canary against `latest`); 0 = promote it to `latest` at once", scope="training"
 )
+WINDOW_HOURS = declare(
+    "RECSYS_RETRAIN_WINDOW_HOURS", 0.0, "`recsys retrain`'s held-out window when neither --window-frac nor "
+    "--window-hours is given: the last H hours of the data (0 = the last 10% of the interactions)", scope="training"
+)

@@ -26,12 +26,21 @@ ports:
     containerPort: {{ (.Values.global).metricsPort | default 9090 }}
     protocol: TCP
 envFrom:
+  {{- with include "recsys.retrainTrigger.configMap" . }}
+  # The retrain trigger's environment (the umbrella renders it); this service's own ConfigMap, after it, wins.
+  - configMapRef:
+      name: {{ . }}
+  {{- end }}
   - configMapRef:
       name: {{ include "recsys.fullname" . }}-env
 {{- $credentialEnv := include "recsys.credentialEnv.for" (dict "root" . "uses" (.Values.uses | default list)) | trim }}
-{{- if or $credentialEnv .Values.env }}
+{{- $apiEnv := include "recsys.retrainTrigger.env" . | trim }}
+{{- if or $credentialEnv $apiEnv .Values.env }}
 env:
   {{- with $credentialEnv }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with $apiEnv }}
   {{- . | nindent 2 }}
   {{- end }}
   {{- with .Values.env }}
@@ -80,7 +89,8 @@ volumeMounts:
 {{ . }}
 {{- end }}
 serviceAccountName: {{ include "recsys.serviceAccountName" . }}
-automountServiceAccountToken: false
+{{- /* Only a pod that calls the Kubernetes API (monitoring's retrain trigger) holds its ServiceAccount token. */}}
+automountServiceAccountToken: {{ if include "recsys.retrainTrigger.apiAccess" . }}true{{ else }}false{{ end }}
 {{- with .Values.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
@@ -197,9 +207,39 @@ spec:
         {{- include "recsys.podLabels" . | nindent 8 }}
       annotations:
         checksum/env: {{ include "recsys.configmap" . | sha256sum }}
+        {{- with .Values.retrainOnDrift }}
+        checksum/retrain: {{ toJson . | sha256sum }}
+        {{- end }}
         {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
     spec:
       {{- include "recsys.podSpec" . | trim | nindent 6 }}
+{{- end -}}
+
+{{/*
+The monitoring chart's retrainOnDrift (drift starts a retrain): the service creates a Job from the umbrella's
+retrain CronJob through the Kubernetes API. The umbrella renders what depends on that CronJob being there
+(helm/recsys/templates/monitoring-retrain.yaml): the ConfigMap <release>-monitoring-retrain with the trigger's
+environment (RECSYS_MONITORING_RETRAIN_TRIGGER kubernetes or off, the CronJob's name, the least interval), and
+the Role and RoleBinding. Here: every pod of a chart with retrainOnDrift reads that ConfigMap; with
+retrainOnDrift.enabled it mounts its ServiceAccount token and gets its namespace (downward API).
+*/}}
+{{- define "recsys.retrainTrigger.configMap" -}}
+{{- if hasKey .Values "retrainOnDrift" -}}
+{{- printf "%s-retrain" (include "recsys.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "recsys.retrainTrigger.apiAccess" -}}
+{{- if (.Values.retrainOnDrift).enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "recsys.retrainTrigger.env" -}}
+{{- if include "recsys.retrainTrigger.apiAccess" . }}
+- name: RECSYS_MONITORING_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
 {{- end -}}

@@ -109,3 +109,36 @@ spec:
 {{- $uri := toString (.Values.eventlog).uri -}}
 {{- if or (hasPrefix "file://" $uri) (not (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://" $uri)) -}}true{{- end -}}
 {{- end -}}
+
+{{/* Name of the retrain CronJob when cronjobs.yaml renders it (cronJobs.retrain enabled, steps left), else "". */}}
+{{- define "recsys.retrain.cronJobName" -}}
+{{- with get (.Values.cronJobs | default dict) "retrain" -}}
+{{- if and .enabled (gt (include "recsys.jobs.stepCount" (dict "root" $ "steps" .steps) | int) 0) -}}
+{{- include "recsys.jobs.name" $ }}-retrain
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when drift starts retrains on Kubernetes: the monitoring subchart and its retrainOnDrift are on, and the
+retrain CronJob is rendered (templates/monitoring-retrain.yaml).
+*/}}
+{{- define "recsys.retrainTrigger.enabled" -}}
+{{- $monitoring := .Values.monitoring | default dict -}}
+{{- if and $monitoring.enabled ($monitoring.retrainOnDrift).enabled (include "recsys.retrain.cronJobName" .) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The monitoring component's name (<release>-monitoring), as its subchart names its objects. */}}
+{{- define "recsys.monitoring.name" -}}
+{{- include "recsys.fullname.for" (dict "root" . "component" ((.Values.monitoring).component | default "monitoring")) -}}
+{{- end -}}
+
+{{/* The monitoring pods' ServiceAccount, as the subchart picks it (recsys.serviceAccountName). */}}
+{{- define "recsys.monitoring.serviceAccountName" -}}
+{{- $sa := (.Values.monitoring).serviceAccount | default dict -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "recsys.monitoring.name" .) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end -}}
