@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint protos infra-up infra-down infra-status clean-var images test-k8s k8s-up k8s-down
+.PHONY: setup demo demo-drift test lint protos infra-up infra-down infra-status clean-var images test-k8s k8s-up k8s-down
 
 ## setup: virtualenv with the pinned stack, generated code checked, Kafka and Redis installed
 setup: $(STAMP) var/kafka/lib/.installed
@@ -25,6 +25,10 @@ var/kafka/lib/.installed: deploy/local/kafka/pom.xml
 demo: setup
 	bash deploy/local/infra.sh up
 	$(BIN)/recsys demo
+
+## demo-drift: the learning loop closing by itself after the users' tastes shift (its own Kafka; ~15 min)
+demo-drift: setup
+	$(BIN)/recsys demo --scenario drift
 
 ## test: lint, generated-code freshness, unit + integration + e2e tests (fixtures start Kafka/Redis)
 test: setup lint

@@ -105,10 +105,11 @@ def ctr_drops(store: MonitoringStore, settings: MonitoringSettings, now_s: float
     base_first = recent_first - settings.ctr_drop_baseline_s
     recent = store.variant_totals(recent_first, last)
     base = store.variant_totals(base_first, recent_first - bucket_s)
-    drops = []
+    covered = store.variant_totals(base_first, base_first)  # a baseline must span its whole length, not a
+    drops = []  # service's first seconds (a fresh stack's CTR starts high: users' best items are not yet seen)
     for variant, (n, c) in recent.items():
         bn, bc = base.get(variant, (0, 0))
-        if min(n, bn) < settings.ctr_drop_min_impressions or bc == 0:
+        if min(n, bn) < settings.ctr_drop_min_impressions or bc == 0 or covered.get(variant, (0, 0))[0] == 0:
             CTR_DROP.labels(variant).set(0.0)
             continue
         drop = CtrDrop(variant, bc / bn, c / n, bn, n, one_sided_drop_p(bc, bn, c, n))

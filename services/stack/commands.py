@@ -54,6 +54,12 @@ def _demo(args: argparse.Namespace) -> int:
 def _drift(args: argparse.Namespace) -> int:
     from recsys.stack.scenario import ScenarioOptions, print_summary, run_scenario
 
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the scenario's cleanup: loop, services, broker
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # also when started in the background with SIGINT ignored
+
     var = Path(config.VAR_DIR.str()).resolve() / "scenario-drift"
     opts = ScenarioOptions(var_dir=var, seed=args.seed, concurrency=args.concurrency)
     if args.users != DEMO_USERS or args.items != DEMO_ITEMS or args.interactions != DEMO_INTERACTIONS:

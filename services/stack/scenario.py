@@ -53,16 +53,23 @@ class ScenarioOptions:
     interactions: int = 60_000
     seed: int = 42
     concurrency: int = 4
-    before_s: float = 120.0  # traffic before the shift
+    before_s: float = 150.0  # traffic before the shift
     max_after_s: float = 720.0  # longest wait after the shift for a promotion
-    after_promotion_s: float = 90.0  # traffic after the promotion
+    after_promotion_s: float = 60.0  # traffic after the promotion
     interval_s: float = 10.0  # one timeline point per variant per interval
     strength: float = 2.0  # logit added to in-fashion items and taken from out-of-fashion ones
+
+
+# Lighter training than the defaults (fewer sampled negatives, epochs and rounds), for the first training and
+# the retrain alike: the retrain runs on the 2 cores the traffic also uses, and the scenario should fit 15 minutes.
+TRAIN_CONFIG = {"n_hard": 50, "n_random": 10, "als": {"iterations": 6}, "dcn": {"epochs": 3},
+                "lgbm": {"n_estimators": 150}}
 
 
 def scenario_env(opts: ScenarioOptions) -> dict[str, str]:
     """Monitoring, canary and event log settings scaled from hours to the scenario's minutes."""
     return {
+        "RECSYS_TRAIN_CONFIG": str(opts.var_dir / "train-config.json"),
         "RECSYS_MONITORING_BUCKET_S": "5", "RECSYS_MONITORING_CTR_MATURITY_S": "5",
         "RECSYS_MONITORING_CTR_DROP_RECENT_S": "30", "RECSYS_MONITORING_CTR_DROP_BASELINE_S": "60",
         "RECSYS_MONITORING_CTR_DROP_MIN_IMPRESSIONS": "4000", "RECSYS_MONITORING_ACTIONS_CHECK_S": "5",
@@ -73,8 +80,8 @@ def scenario_env(opts: ScenarioOptions) -> dict[str, str]:
         "RECSYS_MONITORING_SAVE_HTML": "0", "RECSYS_GATEWAY_PREDICTION_SAMPLE": "0.3",
         "RECSYS_EVENTLOG_FLUSH_S": "2", "RECSYS_GATEWAY_ROLLOUT_REFRESH_S": "1",
         "RECSYS_CANARY_MIN_IMPRESSIONS": "2500", "RECSYS_CANARY_CHECK_S": "5", "RECSYS_CANARY_SHARE": "0.3",
-        # learn from a minute of the new tastes; judge on the last 36 s
-        "RECSYS_RETRAIN_DELAY_S": "60", "RECSYS_RETRAIN_WINDOW_HOURS": "0.01",
+        # learn from the new tastes since the drop; judge on the last 36 s
+        "RECSYS_RETRAIN_DELAY_S": "45", "RECSYS_RETRAIN_WINDOW_HOURS": "0.01",
     }
 
 
@@ -117,15 +124,17 @@ class Observer:
             report = self.stub.GetDriftReport(monitoring_pb2.GetDriftReportRequest(), timeout=5, metadata=md)
             if report.report_id and report.report_id not in self.drift:
                 self.drift[report.report_id] = DriftPoint(report.window_end_ms / 1000 - self.t0,
-                                                          report.drifted_share, report.dataset_drift)
+                                                          report.drifted_share,
+                                                          report.dataset_drift or report.prediction_drift)
         except grpc.RpcError:  # a slow answer under load: the next poll catches up
             pass
         self.events = [(calendar.timegm(time.strptime(e["at"], "%Y-%m-%dT%H:%M:%SZ")) - self.t0, e["kind"], e)
                        for e in self.registry.history() if e.get("kind") in REGISTRY_EVENTS]
 
-    def first(self, kinds: tuple[str, ...], after_s: float) -> float | None:
-        times = [t for t, kind, _ in self.alerts.values() if kind in kinds and t >= after_s]
-        times += [t for t, kind, _ in self.events if kind in kinds and t >= after_s]
+    def first(self, kinds: tuple[str, ...], after_s: float, alerts: bool = True, events: bool = True) -> float | None:
+        """When the first alert or registry event of `kinds` at or after `after_s` happened (None: not yet)."""
+        times = [t for t, kind, _ in self.alerts.values() if alerts and kind in kinds and t >= after_s]
+        times += [t for t, kind, _ in self.events if events and kind in kinds and t >= after_s]
         return min(times) if times else None
 
     def close(self) -> None:
@@ -141,10 +150,12 @@ def _ctr(points: list[CtrPoint], since: float, until: float) -> float | None:
 def run_scenario(opts: ScenarioOptions) -> dict:
     """The whole scenario (see the module docstring); returns the summary whose JSON it prints last. Its folder
     is its own: a previous run's state (registry, monitoring, log) is removed first."""
+    began = time.perf_counter()
     if opts.var_dir.exists():
         shutil.rmtree(opts.var_dir)
     out_dir = opts.var_dir / "scenario"
     out_dir.mkdir(parents=True, exist_ok=True)
+    (opts.var_dir / "train-config.json").write_text(json.dumps(TRAIN_CONFIG))
     with local_broker(opts.var_dir / "kafka") as broker:
         env = scenario_env(opts)
         cfg = replace(StackConfig.default(opts.var_dir, broker.bootstrap, fixed_ports=False, ranking_instances=1),
@@ -166,7 +177,7 @@ def run_scenario(opts: ScenarioOptions) -> dict:
         finally:
             loop.stop()
             supervisor.stop()
-    result.update({"shift": how, "prepare_s": round(prepare_s, 1)})
+    result.update({"shift": how, "prepare_s": round(prepare_s, 1), "total_s": round(time.perf_counter() - began, 1)})
     return result
 
 
@@ -239,7 +250,8 @@ def _summary(opts: ScenarioOptions, observer: Observer, points: list[CtrPoint], 
              promoted_at: float | None, registry: Registry, out_dir: Path) -> dict:
     end = max((p.t_s for p in points), default=0.0) + opts.interval_s
     detected = observer.first(DETECTING, shift_at)
-    retrain = observer.first(("retrain_started",), shift_at)
+    requested = observer.first(("retrain_started",), shift_at, events=False)  # monitoring's alert: asked for
+    retrain = observer.first(("retrain_started",), shift_at, alerts=False)  # the lifecycle loop: started
     canary = observer.first(("canary_started",), shift_at)
     rolled_back = observer.first(("canary_rolled_back",), shift_at)
     ctr_before = _ctr(points, opts.before_s / 4, shift_at)  # after the first clicks warmed the counters
@@ -251,7 +263,8 @@ def _summary(opts: ScenarioOptions, observer: Observer, points: list[CtrPoint], 
             lows[p.t_s].append(p)
     interval_ctr = [_ctr(group, -1e9, 1e9) for group in lows.values()]
     markers = [Marker(shift_at, "tastes shift")]
-    for label, t in (("drift detected", detected), ("retrain started", retrain), ("canary started", canary),
+    for label, t in (("drift detected", detected), ("retrain requested", requested), ("retrain started", retrain),
+                     ("canary started", canary),
                      ("promoted", promoted_at), ("rolled back", rolled_back)):
         if t is not None:
             markers.append(Marker(t, label))
@@ -268,7 +281,8 @@ def _summary(opts: ScenarioOptions, observer: Observer, points: list[CtrPoint], 
         "ctr_before_shift": _round(ctr_before), "ctr_after_shift": _round(ctr_after_shift),
         "ctr_after_shift_low": _round(min((c for c in interval_ctr if c is not None), default=None)),
         "ctr_after_promotion": _round(ctr_after),
-        "drift_detected_after_s": rel(detected), "retrain_started_after_s": rel(retrain),
+        "drift_detected_after_s": rel(detected), "retrain_requested_after_s": rel(requested),
+        "retrain_started_after_s": rel(retrain),
         "canary_started_after_s": rel(canary), "promoted_after_s": rel(promoted_at),
         "rolled_back_after_s": rel(rolled_back), "ope_ctr_estimate": ope.get("estimate"), "ope": ope,
         "shift_at_s": round(shift_at, 1), "duration_s": round(end, 1), "alerts": alerts[:40],
@@ -302,7 +316,8 @@ def print_summary(summary: dict) -> None:
     """The timeline in words, then the JSON line."""
     print("\n==> drift scenario")
     print(f"    tastes shift at t={summary['shift_at_s']} s: {summary['shift']}")
-    for label, key in (("drift detected", "drift_detected_after_s"), ("retrain started", "retrain_started_after_s"),
+    for label, key in (("drift detected", "drift_detected_after_s"), ("retrain requested", "retrain_requested_after_s"),
+                       ("retrain started", "retrain_started_after_s"),
                        ("canary started", "canary_started_after_s"), ("promoted", "promoted_after_s"),
                        ("rolled back", "rolled_back_after_s")):
         value = summary[key]
@@ -310,5 +325,5 @@ def print_summary(summary: dict) -> None:
     print(f"    CTR before the shift {summary['ctr_before_shift']}, after it {summary['ctr_after_shift']} "
           f"(lowest interval {summary['ctr_after_shift_low']}), after the promotion {summary['ctr_after_promotion']}")
     print(f"    off-policy estimate of the challenger's CTR: {summary['ope_ctr_estimate']}")
-    print(f"    plot {summary['plot']['png']} and {summary['plot']['html']}")
+    print(f"    plot {summary['plot']['png']} and {summary['plot']['html']}; {summary['total_s']:.0f} s in all")
     print(json.dumps(summary, default=str))

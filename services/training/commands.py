@@ -20,14 +20,16 @@ def _load(path: str) -> Dataset:
 
 def _config(args: argparse.Namespace):
     from recsys.training.pipeline import TrainConfig
+    from recsys.training.settings import TRAIN_CONFIG
 
     data = {}
-    if getattr(args, "config", None):
+    path = getattr(args, "config", None) or TRAIN_CONFIG.str()
+    if path:
         try:
-            data = json.loads(Path(args.config).read_text())
+            data = json.loads(Path(path).read_text())
             cfg = TrainConfig.from_dict(data)
         except (OSError, ValueError, TypeError) as exc:
-            raise CliError(f"--config {args.config}: {exc}") from exc
+            raise CliError(f"--config {path}: {exc}") from exc
     else:
         cfg = TrainConfig()
     cfg = cfg.with_seed(args.seed if args.seed is not None else cfg.seed)

@@ -100,6 +100,14 @@ def test_a_variant_is_compared_with_its_own_baseline():
     assert ctr_drops(store, SETTINGS, NOW) == []
 
 
+def test_a_baseline_that_does_not_span_its_whole_length_is_not_used():
+    store = FakeStore()
+    _fill(store, "control", 0.10, 0.05)
+    first = min(store.cells["control"])
+    del store.cells["control"][first]  # the service started after the baseline span began
+    assert ctr_drops(store, SETTINGS, NOW) == []
+
+
 def test_too_few_impressions_are_not_tested():
     store = FakeStore()
     _fill(store, "control", 0.10, 0.02, per_bucket=50)

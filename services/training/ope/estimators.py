@@ -18,7 +18,8 @@ show it, or rho(i) = 0):
   the pool; unbiased whatever q (for supported items), lower variance the closer q is to r. Unsupported target
   items keep their model term.
 
-Intervals: normal approximation over the per-request values (independent requests), 1 - alpha two-sided.
+Intervals: normal approximation over the per-request values (independent requests), 1 - alpha two-sided. They
+take theta as exact: with a theta fitted on the same log, `widen` adds its error (delta method).
 `support` is the share of target slots whose item has rho > 0 (below 1, IPS and SNIPS miss those slots' clicks);
 `ess` the Kish effective sample size of the per-request weights S_r (R when the target is the logging policy
 without exploration). Marginals may be one [P, K] matrix shared by all requests (same n and k: the usual case) or
@@ -160,6 +161,17 @@ def estimate(
         residual = np.where(shown_ok, clicks - logged.theta * q[rows, shown], 0.0)
         out["dr"] = linear(model + (residual * w).sum(axis=1))
     return out
+
+
+def widen(est: Estimate, extra_se: float, alpha: float = 0.05) -> Estimate:
+    """`est` with an independent error of standard deviation `extra_se` added in quadrature to its interval.
+
+    For a plug-in theta fitted on the same log: extra_se = |d ctr / d eta| * se(eta) (delta method; e.g. a
+    finite difference of `estimate` and a bootstrap of the fit), which the per-request interval leaves out.
+    """
+    se = math.sqrt(est.se**2 + float(extra_se) ** 2)
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    return Estimate(est.ctr, se, est.ctr - z * se, est.ctr + z * se, est.n, est.ess, est.support)
 
 
 def policy_marginals(policy: ExplorationPolicy, n: int | np.ndarray, k: int) -> np.ndarray:
