@@ -250,12 +250,25 @@ netns_up() {
 # under pipefail, an image that is there reads as missing.
 has_image() { ctr_ images ls -q 2>/dev/null | grep -xF "$1" >/dev/null; }
 
+# The Docker image ID each name had when containerd imported it: `make images` rebuilds under the same tags, and
+# a name containerd already holds must still be imported again when Docker's image behind it changed.
+IMPORTED="$NODE_DIR/imported"
+imported_id_file() { printf '%s/%s' "$IMPORTED" "$(printf '%s' "$1" | tr '/:@' '___')"; }
+docker_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null; }
+has_current_image() {  # name: containerd has it, imported from the Docker image the name points to now
+  has_image "$1" || return 1
+  local id; id=$(docker_id "$1") || return 0  # not in Docker (e.g. pulled): containerd's copy is the one
+  [[ -f "$(imported_id_file "$1")" && "$(cat "$(imported_id_file "$1")")" == "$id" ]]
+}
+record_import() { mkdir -p "$IMPORTED"; local name; for name in "$@"; do docker_id "$name" > "$(imported_id_file "$name")"; done; }
+
 import_image() {  # name: from the project's Docker engine, unless containerd has it
   local name=$1 t0=$SECONDS
-  has_image "$name" && return 0
+  has_current_image "$name" && return 0
   docker image inspect "$name" >/dev/null 2>&1 || die "image $name is not in the Docker engine ($DOCKER_HOST)"
   docker save "$name" | ctr_ images import --snapshotter overlayfs - >/dev/null \
     || die "ctr images import $name failed"
+  record_import "$name"
   log "imported $name in $((SECONDS - t0))s"
 }
 
@@ -264,7 +277,7 @@ import_images() {  # names...: those containerd lacks, from the Docker engine in
   # stream it again for each)
   local name missing=() t0=$SECONDS
   for name in "$@"; do
-    has_image "$name" && continue
+    has_current_image "$name" && continue
     docker image inspect "$name" >/dev/null 2>&1 || die "image $name is not in the Docker engine ($DOCKER_HOST)"
     missing+=("$name")
   done
@@ -273,6 +286,7 @@ import_images() {  # names...: those containerd lacks, from the Docker engine in
   docker save "${missing[@]}" | ctr_ images import --snapshotter overlayfs - >/dev/null \
     || die "ctr images import ${missing[*]} failed"
   for name in "${missing[@]}"; do has_image "$name" || die "$name missing after the import"; done
+  record_import "${missing[@]}"
   log "imported ${#missing[@]} image(s) in $((SECONDS - t0))s"
 }
 
