@@ -124,8 +124,7 @@ class Observer:
             report = self.stub.GetDriftReport(monitoring_pb2.GetDriftReportRequest(), timeout=5, metadata=md)
             if report.report_id and report.report_id not in self.drift:
                 self.drift[report.report_id] = DriftPoint(report.window_end_ms / 1000 - self.t0,
-                                                          report.drifted_share,
-                                                          report.dataset_drift or report.prediction_drift)
+                                                          report.drifted_share, report.dataset_drift)
         except grpc.RpcError:  # a slow answer under load: the next poll catches up
             pass
         self.events = [(calendar.timegm(time.strptime(e["at"], "%Y-%m-%dT%H:%M:%SZ")) - self.t0, e["kind"], e)
