@@ -78,6 +78,11 @@ def offline_charts(dest: Path) -> Path:
     return copy
 
 
+def offline_helm(root: Path) -> Helm:
+    """A Helm with its own home under `root` and the umbrella's dependencies from the vendored archives."""
+    return Helm(home=root / "home", charts=offline_charts(root))
+
+
 def is_ours(manifest: Manifest) -> bool:
     """Whether recsys' own templates rendered the object (every one is labelled part-of recsys); the others
     come from the vendored upstream chart (milvus, with its etcd and minio), which our rules do not cover."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # helm_support sits beside this file (importlib import mode)
-from helm_support import REPO, SUBCHARTS, UMBRELLA, Helm, offline_charts, pod_templates  # noqa: E402
+from helm_support import REPO, SUBCHARTS, UMBRELLA, Helm, offline_helm, pod_templates  # noqa: E402
 
 from recsys import cli  # noqa: E402
 
@@ -86,7 +86,7 @@ def test_every_dockerfile_target_runs_its_service_module():
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 @pytest.mark.parametrize("variant", ["default", "production"])

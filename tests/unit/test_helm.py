@@ -39,6 +39,7 @@ from helm_support import (  # noqa: E402
     matches,
     named,
     offline_charts,
+    offline_helm,
     ours,
     pod_templates,
     remote_dependencies,
@@ -101,7 +102,7 @@ EXTRA_VARIANTS = {
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 def subchart_production_values(tmp: Path, name: str) -> Path:

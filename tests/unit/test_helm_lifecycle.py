@@ -23,7 +23,7 @@ from helm_support import (  # noqa: E402
     by_kind,
     matches,
     named,
-    offline_charts,
+    offline_helm,
     pod_templates,
     validation_errors,
 )
@@ -43,7 +43,7 @@ S3_SETS = [
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm-lifecycle")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 _renders: dict[str, list[Manifest]] = {}

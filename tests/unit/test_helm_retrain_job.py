@@ -23,7 +23,7 @@ from helm_support import (  # noqa: E402
     Manifest,
     by_kind,
     named,
-    offline_charts,
+    offline_helm,
     ours,
     validation_errors,
 )
@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm-retrain-job")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 _renders: dict[str, list[Manifest]] = {}

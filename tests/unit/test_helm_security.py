@@ -16,7 +16,7 @@ from helm_support import (  # noqa: E402
     HelmError,
     by_kind,
     named,
-    offline_charts,
+    offline_helm,
     pod_templates,
     validation_errors,
 )
@@ -39,7 +39,7 @@ TLS_WORKLOADS = (*SERVICES, "jobs")
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm-security")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 @pytest.fixture(scope="module")

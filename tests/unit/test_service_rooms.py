@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))  # helm_support sits beside this file (importlib import mode)
-from helm_support import REPO, SUBCHARTS, UMBRELLA, Helm, offline_charts  # noqa: E402
+from helm_support import REPO, SUBCHARTS, UMBRELLA, Helm, offline_helm  # noqa: E402
 
 from recsys import cli  # noqa: E402
 
@@ -62,7 +62,7 @@ def test_serve_command_comes_from_the_shared_helper(service: str):
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     root = tmp_path_factory.mktemp("helm")
-    return Helm(home=root / "home", charts=offline_charts(root))
+    return offline_helm(root)
 
 
 def test_the_rayservice_import_path_names_an_application_builder(helm: Helm):
