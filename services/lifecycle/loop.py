@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from recsys.common import children
 from recsys.lifecycle import canary
 from recsys.lifecycle.settings import LifecycleSettings
 from recsys.model import requests, rollout
@@ -40,8 +41,8 @@ class CliRunner:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             out = open(self.log_path, "ab")  # noqa: SIM115 - closed below, after the process ends
         try:
-            self._running = subprocess.Popen(command, env={**os.environ, **self.env}, stdout=out,
-                                             stderr=subprocess.STDOUT if out else None)
+            self._running = children.spawn(command, env={**os.environ, **self.env}, stdout=out,
+                                           stderr=subprocess.STDOUT if out else None)
             return self._running.wait()
         finally:
             self._running = None
@@ -49,15 +50,10 @@ class CliRunner:
                 out.close()
 
     def terminate(self, timeout_s: float = 10.0) -> None:
-        """Stop the step in flight, if any (SIGTERM, then SIGKILL after `timeout_s`)."""
+        """Stop the step in flight and what it started, if any (SIGTERM, then SIGKILL after `timeout_s`)."""
         proc = self._running
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            children.stop(proc, timeout_s)
 
 
 def run_cli(env: dict[str, str], log_path: Path | None = None) -> CliRunner:

@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from recsys.lifecycle.settings import LifecycleSettings
     from recsys.stack.local import StackConfig, start_stack
 
-    cfg = StackConfig.default(Path(config.VAR_DIR.str()), config.KAFKA_BOOTSTRAP.str())
+    cfg = StackConfig.default(Path(config.VAR_DIR.str()), config.KAFKA_BOOTSTRAP.str(), fixed_ports=not args.free_ports)
     supervisor = start_stack(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -76,6 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="start every service on embedded defaults and keep them up")
     serve.add_argument("--no-loop", action="store_true",
                        help="no lifecycle loop (canary decisions, scheduled or requested `recsys retrain`)")
+    serve.add_argument("--free-ports", action="store_true",
+                       help="free loopback ports instead of 50051-50055 (a second stack beside another); "
+                            "the `serving:` line names them")
     serve.set_defaults(func=_serve)
     demo = subparsers.add_parser("demo", help="the main job: data, training, every service, traffic, live CTR")
     demo.add_argument("--data", help="use this dataset folder instead of generating one")

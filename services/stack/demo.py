@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from recsys.client import RecsysClient
+from recsys.common import children
 from recsys.common.errors import CliError
 from recsys.stack.local import StackConfig, start_stack
 from recsys.stack.simulator import by_variant, simulate
@@ -57,7 +57,12 @@ def _done(started: float) -> float:
 
 def _run_cli(cfg: StackConfig, argv: list[str]) -> None:
     """One `recsys` step as its own process, with the stack's environment (folders, broker)."""
-    code = subprocess.run([sys.executable, "-m", "recsys.cli", *argv], env={**os.environ, **cfg.env()}).returncode
+    proc = children.spawn([sys.executable, "-m", "recsys.cli", *argv], env={**os.environ, **cfg.env()})
+    try:
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reaches only this process (the step has a session of its own): stop the step
+        children.stop(proc)
+        raise
     if code != 0:
         raise CliError(f"`recsys {' '.join(argv)}` failed with exit code {code}")
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys.common import children
+
 log = logging.getLogger("recsys.supervisor")
 
 
@@ -36,7 +38,8 @@ class _Child:
 
 
 class Supervisor:
-    """Owns the child processes; each runs in its own session so its helpers (e.g. Ray) stop with it."""
+    """Owns the child processes; each runs in its own session so its helpers (e.g. Ray) stop with it, and each
+    session dies with this process however it dies (`recsys.common.children`)."""
 
     def __init__(self, log_dir: Path, restart: bool = True) -> None:
         self.log_dir = log_dir
@@ -57,9 +60,7 @@ class Supervisor:
         child.log_path = self.log_dir / f"{child.spec.name}.log"
         env = {**os.environ, **child.spec.env}
         with open(child.log_path, "ab") as out:
-            child.proc = subprocess.Popen(
-                child.spec.argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            child.proc = children.spawn(child.spec.argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         log.info("started", extra={"service": child.spec.name, "pid": child.proc.pid})
 
     def wait_ready(self, name: str) -> None:
