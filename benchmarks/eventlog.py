@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
+from recsys.common import children
 from recsys.eventlog import layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ class Writer:
 
     def start(self) -> None:
         with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "recsys.eventlog"], env=self.env, stdout=log,
+            self.proc = children.spawn([sys.executable, "-m", "recsys.eventlog"], env=self.env, stdout=log,
                                          stderr=log)
 
     def alive(self) -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.common import children
 from recsys.common.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def _prepare(args, env: dict[str, str]) -> tuple[list[str], list[str], float]:
 
 def _start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`recsys features serve` on a free port; returns the process and its address (from its log)."""
-    proc = subprocess.Popen(
+    proc = children.spawn(
         [sys.executable, "-m", "recsys.cli", "features", "serve", "--port", "0"],
         env={**os.environ, **env, "RECSYS_LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True,
@@ -206,7 +207,7 @@ def _freshness(args, env: dict[str, str], tmp: Path) -> dict:
                                  dlq_topic=dlq, record_lags=True)
         consumer.run(max_records=1, idle_timeout_s=3)  # join the group before the clock starts
         freeze_heap()
-        producer = subprocess.Popen(
+        producer = children.spawn(
             [sys.executable, __file__, "--role", "producer", "--bootstrap", bootstrap, "--topic", topic,
              "--rate", str(args.rate), "--seconds", str(args.seconds), "--users", str(args.users),
              "--items", str(args.items)],

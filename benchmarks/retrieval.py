@@ -38,6 +38,7 @@ import numpy as np
 from extended_catalogue import cached_version, extend_catalogue
 from milvus_server import MilvusServer
 
+from recsys.common import children
 from recsys.common.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ class _Service:
         from recsys.common.clients import wait_ready
 
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
+            self.proc = children.spawn(
                 [sys.executable, "-m", "recsys.cli", "candidates", "serve", "--port", str(self.port)],
                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip

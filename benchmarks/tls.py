@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.common.children import spawn
+
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("plaintext", "tls", "mtls")
 FEATURES = 20
@@ -75,7 +77,7 @@ def measure(certs: Path, items: int, calls: int, warmup: int) -> tuple[dict[str,
     children = {}
     try:
         for mode in MODES:
-            children[mode] = subprocess.Popen(
+            children[mode] = spawn(
                 [sys.executable, __file__, "--serve", mode, "--certs", str(certs), "--items", str(items)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 env={**os.environ, "RECSYS_LOG_LEVEL": "WARNING"},
