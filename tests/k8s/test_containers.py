@@ -34,8 +34,11 @@ RELEASE = "rs"
 SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")  # start order: callees first
 KAFKA_PORT, REDIS_PORT = 9092, 6390
 # A smaller synthetic dataset than the chart's default, so that the train hook takes a minute, not ten.
+# Docker runs the pods outside Kubernetes, so there is no API server for the monitoring service's retrain trigger
+# (tests/k8s/test_retrain_job.py has it create its Job on a real one).
 SMOKE_VALUES = {
     "ranking": {"mode": "deployment"},
+    "monitoring": {"retrainOnDrift": {"enabled": False}},
     "jobs": {"definitions": {"train": {"steps": [
         {"name": "data", "args": ["data", "generate", "--out", "/var/lib/recsys/artifacts/data/current",
                                   "--interactions", "20000", "--force"]},

@@ -259,7 +259,8 @@ def test_chart_gateway_runs_on_the_real_node_and_answers_through_its_service(clu
         "global": {"image": {"registry": "ghcr.io", "repository": "recsys/recsys", "pullPolicy": "Never"},
                    "artifacts": {"enabled": False}},
         "autoscaling": {"enabled": False},
-        "config": {"RECSYS_MODELS_DIR": "/etc/recsys/models"},
+        # no exploration, so that every answer is exactly the popularity order asserted below
+        "config": {"RECSYS_MODELS_DIR": "/etc/recsys/models", "RECSYS_GATEWAY_EXPLORATION": "none"},
         "nodeSelector": {"type": "real"},
         "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
         "extraVolumes": [{"name": "models", "configMap": {"name": "smoke-models", "items": [
