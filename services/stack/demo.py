@@ -78,7 +78,8 @@ def prepare(opts: DemoOptions, cfg: StackConfig | None = None) -> tuple[Path, St
                        "--seed", str(opts.seed), "--end", opts.data_end, "--force"])
         _done(t)
     t = _step("train two-tower, MF, DCN-v2 and LightGBM into the model registry")
-    _run_cli(cfg, ["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), "--quiet"])
+    quiet = [] if sys.stderr.isatty() else ["--quiet"]  # a bar per model with its time left, at a terminal
+    _run_cli(cfg, ["train", "--data", str(data_dir), "--out", str(cfg.models_dir), "--seed", str(opts.seed), *quiet])
     _done(t)
     write_drift_reference(data_dir, cfg)
     compile_ranker(cfg)

@@ -73,7 +73,7 @@ def train_dcn(
         plan = lambda: list(torch.from_numpy(rng.permutation(len(x))).split(batch_size))  # noqa: E731
     epochs = [plan() for _ in range(cfg.epochs)]
     total = sum(len(e) for e in epochs)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = optim.adam(net.parameters(), cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.1)
     bar = tqdm(total=total, desc="dcn", unit="batch", disable=not progress, leave=False)
     for epoch, batches in enumerate(epochs):

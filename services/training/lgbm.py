@@ -49,11 +49,13 @@ def platt(
 
 
 def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig,
-               progress: bool = False, weights: np.ndarray | None = None) -> LGBMRankerModel:
+               progress: bool = False, weights: np.ndarray | None = None,
+               threads: int | None = None) -> LGBMRankerModel:
     """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously);
     `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1: they shape the order.
     The calibration is fit unweighted, to the labels as observed, so that probabilities (logloss, the retrain
-    gate) stay comparable with a ranker trained without weights (inverse-propensity weights inflate positives)."""
+    gate) stay comparable with a ranker trained without weights (inverse-propensity weights inflate positives).
+    `threads` overrides `cfg.threads` for the fit only (the model keeps `cfg.threads` for scoring)."""
     groups = np.asarray(groups)
     boundaries = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1, len(groups)]
     sizes = np.diff(boundaries)
@@ -66,7 +68,7 @@ def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[
         "bagging_freq": 1 if cfg.subsample < 1 else 0,
         "feature_fraction": cfg.colsample_bytree,
         "lambda_l2": cfg.reg_lambda,
-        "num_threads": cfg.threads,
+        "num_threads": threads or cfg.threads,
         "seed": cfg.seed,
         "deterministic": True,
         "force_row_wise": True,

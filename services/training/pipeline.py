@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 
@@ -112,16 +113,19 @@ def validate_dataset(ds: Dataset) -> None:
 
 @contextmanager
 def determinism(seed: int, threads: int) -> Iterator[None]:
-    """Same seed, same results: seeded torch, fixed thread count, deterministic kernels (restored after)."""
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    """Same seed, same results: seeded torch and a fixed thread count (restored after).
+
+    On the CPU the kernels these models use are deterministic for a fixed thread count (measured: two fits
+    with one seed give bit-identical embeddings and weights; `test_same_seed_same_models` holds it), so
+    `torch.use_deterministic_algorithms` is left off: its sort-based embedding backward and index paths cost
+    about a quarter of the two-tower step time for nothing here."""
+    before = torch.get_num_threads()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.set_num_threads(before[0])
-        torch.use_deterministic_algorithms(before[1])
+        torch.set_num_threads(before)
 
 
 def spec_as_of(spec: FeatureSpec, ds: Dataset) -> FeatureSpec:
@@ -215,7 +219,8 @@ class TwoStage:
         return idx[:, :k], val[:, :k]
 
 
-def _fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool) -> TwoTowerModel:
+def _fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool,
+                   init: TwoTowerModel | None = None) -> TwoTowerModel:
     inter = ds.interactions
     items = IdIndex(ds.items["item_id"].astype(object))
     users = IdIndex(pd.unique(inter["user_id"].astype(object)))
@@ -225,7 +230,7 @@ def _fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress
     return train_two_tower(
         users, items, uf_mat.to_numpy(np.float32), if_mat.to_numpy(np.float32),
         users.lookup(inter["user_id"]), items.lookup(inter["item_id"]), inter["timestamp"].to_numpy(),
-        cfg, progress,
+        cfg, progress, init,
     )
 
 
@@ -265,13 +270,34 @@ def label_window_examples(
 
 
 def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig, progress: bool) -> dict:
+    """DCN-v2 and LightGBM on the same examples, side by side when `cfg.threads` >= 2: LightGBM on one core in a
+    background thread (its C++ releases the GIL), DCN-v2 on the other with one torch thread (small matrices gain
+    little from a second torch thread; `benchmarks/train_speed.py` measures the whole). Each result is the same
+    for the same seed: neither shares random state with the other, and LightGBM's trees do not depend on its
+    thread count (`deterministic`)."""
     if len(examples) == 0 or examples.y.min() == examples.y.max():
         raise DatasetError("too few interactions per user to build ranking examples (need labels of both kinds)")
     names = spec.ranking_features
-    return {
-        "dcn": train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight),
-        "lgbm": train_lgbm(examples.x, examples.y, examples.group, names, cfg.lgbm, progress, examples.weight),
-    }
+    side_by_side = cfg.threads >= 2
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightgbm") as pool:
+        lgbm = pool.submit(train_lgbm, examples.x, examples.y, examples.group, names, cfg.lgbm, progress,
+                           examples.weight, 1 if side_by_side else None)
+        if not side_by_side:
+            lgbm.result()  # one core: one fit after the other
+        with torch_threads(1 if side_by_side else cfg.threads):
+            dcn = train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight)
+        return {"dcn": dcn, "lgbm": lgbm.result()}
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to n inside the block (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True) -> tuple[ModelBundle, dict]:
@@ -308,7 +334,8 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool) -> tuple[ModelBund
     done("rankers", t0)
 
     t0 = time.perf_counter()
-    tt = _fit_two_tower(ds, spec, cfg.two_tower, progress)
+    # the final retrieval model, continuing from the one fit on the history when finetune_epochs > 0
+    tt = _fit_two_tower(ds, spec, cfg.two_tower, progress, tt_hist if cfg.two_tower.finetune_epochs > 0 else None)
     done("two_tower", t0)
 
     t0 = time.perf_counter()
