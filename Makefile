@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-drift test lint protos infra-up infra-down infra-status clean-var images test-k8s k8s-up k8s-down
+.PHONY: setup demo demo-drift test test-slow lint protos infra-up infra-down infra-status clean-var images test-k8s k8s-up k8s-down
 
 ## setup: virtualenv with the pinned stack, generated code checked, Kafka and Redis installed
 setup: $(STAMP) var/kafka/lib/.installed
@@ -33,7 +33,11 @@ demo-drift: setup
 ## test: lint, generated-code freshness, unit + integration + e2e tests (fixtures start Kafka/Redis)
 test: setup lint
 	$(BIN)/recsys protos --check
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+## test-slow: the tests `make test` leaves out for time (e.g. a second whole stack killed with SIGKILL)
+test-slow: setup
+	$(BIN)/python -m pytest -q -ra -m slow tests
 
 ## images: build every docker/Dockerfile target with the project's own Docker engine (deploy/images/build.sh)
 images:

@@ -1,6 +1,7 @@
 """A killed `recsys serve` leaves nothing behind: SIGKILL to it (no `finally`, no signal handler runs) and every
 process it started, the services and their helpers (Ray's raylet and GCS under ranking, Milvus Lite's server under
-candidates), exits by itself within the grace period."""
+candidates), exits by itself within the grace period. In `make test-slow` (a second whole stack costs about a
+minute); `tests/unit/test_children.py` kills a parent with SIGKILL in `make test`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(360)]  # make test-slow
 
 
 def _running(pids: list[int]) -> list[str]:

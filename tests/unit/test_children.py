@@ -74,10 +74,16 @@ def test_children_and_their_groups_die_when_the_parent_is_killed():
 
 @pytest.mark.timeout(30)
 def test_a_watchdog_leaves_once_its_child_has_ended():
-    proc = children.spawn(["true"])
-    proc.wait()
-    watchdogs = [pid for pid, command in _commands(os.getpid()).items() if "recsys-watchdog" in command]
+    proc = children.spawn(["sleep", "600"])
+    mine = f"recsys-watchdog {os.getpid()} {proc.pid} "  # its argv: parent, group, grace, tick
+    deadline = time.monotonic() + 5
+    watchdogs: list[int] = []
+    while not watchdogs and time.monotonic() < deadline:
+        watchdogs = [pid for pid, command in _commands(os.getpid()).items() if mine in command]
+        time.sleep(0.05)
     assert watchdogs, "no watchdog was started"
+    proc.terminate()
+    proc.wait()
     assert _gone(watchdogs, timeout_s=10) == []
 
 
