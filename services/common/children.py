@@ -50,7 +50,7 @@ def spawn(argv: list[str], *, grace_s: float = 15.0, **popen_kwargs: object) -> 
     try:
         _watch(proc.pid, grace_s)
     except OSError:
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
     return proc
@@ -59,12 +59,12 @@ def spawn(argv: list[str], *, grace_s: float = 15.0, **popen_kwargs: object) -> 
 def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int:
     """Stop a spawned child's whole group: SIGTERM, then SIGKILL after `grace_s`; returns its exit code."""
     if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
+        signal_group(proc.pid, signal.SIGTERM)
         try:
             return proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             pass
-    _signal_group(proc.pid, signal.SIGKILL)  # the child, and helpers it left in its group
+    signal_group(proc.pid, signal.SIGKILL)  # the child, and helpers it left in its group
     return proc.wait()
 
 
@@ -78,7 +78,8 @@ def _watch(group: int, grace_s: float) -> None:
         _watchdogs.append(watchdog)
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
+    """Send sig to the process group led by pid (a spawned child's); nothing if it is gone."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

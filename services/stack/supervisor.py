@@ -110,7 +110,7 @@ class Supervisor:
         self._stopping.set()
         running = [c.proc for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
         for proc in running:
-            _signal_group(proc.pid, signal.SIGTERM)
+            children.signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for proc in running:
             try:
@@ -118,18 +118,11 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
         for proc in running:  # stragglers, and helpers a service left in its own session
-            _signal_group(proc.pid, signal.SIGKILL)
+            children.signal_group(proc.pid, signal.SIGKILL)
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.error("child did not die", extra={"pid": proc.pid})
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _safe(probe: Callable[[], bool]) -> bool:

@@ -119,13 +119,9 @@ def determinism(seed: int, threads: int) -> Iterator[None]:
     with one seed give bit-identical embeddings and weights; `test_same_seed_same_models` holds it), so
     `torch.use_deterministic_algorithms` is left off: its sort-based embedding backward and index paths cost
     about a quarter of the two-tower step time for nothing here."""
-    before = torch.get_num_threads()
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def spec_as_of(spec: FeatureSpec, ds: Dataset) -> FeatureSpec:
