@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 ## setup: virtualenv with the pinned stack, generated code checked, Kafka and Redis installed
 setup: $(STAMP) var/kafka/lib/.installed
 	@bash deploy/local/redis.sh install
+	@bash deploy/local/observability.sh install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -5,15 +5,22 @@ MonitoringService), with a deadline on every call.
     with RecsysClient("127.0.0.1:50051") as client:
         recs = client.recommend("42", k=10)
         client.click("42", recs.items[0].item_id, request_id=recs.request_id, position=0)
+
+    # what the monitoring dashboard draws, as JSON (overview, experiments, drift, models, alerts)
+    with RecsysClient("127.0.0.1:50051", dashboard="http://127.0.0.1:50080") as client:
+        client.dashboard_data("experiments", window_s=600)["variants"]
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from recsys.common.clients import channel, request_metadata
+from recsys.common.clients import channel, credential_metadata, request_metadata
 from recsys.v1 import (
     candidates_pb2,
     events_pb2,
@@ -52,8 +59,10 @@ class Recommendations:
 class RecsysClient:
     """One channel to the gateway (and optionally the monitoring service)."""
 
-    def __init__(self, gateway: str, monitoring: str | None = None, timeout_s: float = 0.2) -> None:
+    def __init__(self, gateway: str, monitoring: str | None = None, timeout_s: float = 0.2,
+                 dashboard: str | None = None) -> None:
         self.timeout_s = timeout_s
+        self.dashboard = dashboard.rstrip("/") if dashboard else None
         self._channel = channel(gateway)
         self._recommend = recommend_pb2_grpc.RecommendServiceStub(self._channel)
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
@@ -105,6 +114,17 @@ class RecsysClient:
             raise ValueError("no monitoring address given")
         request = monitoring_pb2.GetOnlineMetricsRequest(window_seconds=window_seconds, variant=variant)
         return self._monitoring.GetOnlineMetrics(request, timeout=timeout_s)
+
+    def dashboard_data(self, view: str, timeout_s: float = 10.0, **params: int) -> dict:
+        """The JSON a dashboard page draws (`view`: overview, experiments, drift, models or alerts; params such
+        as window_s or limit), with the same credentials as the gRPC calls (RECSYS_CLIENT_TOKEN / _API_KEY)."""
+        if self.dashboard is None:
+            raise ValueError("no dashboard URL given")
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        request = urllib.request.Request(f"{self.dashboard}/api/{urllib.parse.quote(view)}{query}",
+                                         headers=dict(credential_metadata()))
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
 
     def close(self) -> None:
         self._channel.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ def _consume(args: argparse.Namespace) -> int:
     from recsys.common import config
     from recsys.common.heap import freeze_heap
     from recsys.common.logs import configure_logging
+    from recsys.common.metrics import start_metrics_server
     from recsys.features.consumer import EventConsumer
     from recsys.features.service import registered_views
     from recsys.features.settings import FeatureSettings
@@ -78,6 +80,8 @@ def _consume(args: argparse.Namespace) -> int:
     except FailedPrecondition as exc:
         raise CliError(exc.message) from exc
     consumer = EventConsumer(updater, bootstrap=args.bootstrap)
+    metrics_port = start_metrics_server(config.BIND_HOST.str(), config.METRICS_PORT.int())
+    logging.getLogger("recsys.features.consumer").info("consuming", extra={"metrics_port": metrics_port})
     freeze_heap()
 
     def _stop(signum, _frame) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer
 
 from recsys.common.kafka import clients, codec
+from recsys.common.kafka.lag import LagGauge
 from recsys.common.kafka.loop import ConsumerLoop
 from recsys.features import settings as feature_settings
 from recsys.features.streaming import ApplyResult, StreamEvent, StreamUpdater
@@ -101,6 +102,7 @@ class EventConsumer:
             dlq_producer=self._producer,
             dlq_topic=dlq_topic or feature_settings.dlq_topic(),
             poll_timeout_ms=poll_timeout_ms,
+            lag=LagGauge("features"),
         )
 
     def _decode(self, data: bytes | None) -> StreamEvent:

@@ -8,6 +8,7 @@ import time
 
 from recsys.common import config
 from recsys.common.errors import InvalidArgument
+from recsys.gateway import metrics
 from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
 from recsys.gateway.pipeline import Outcome, Recommender
 from recsys.gateway.rerank import FilterSpec
@@ -71,6 +72,7 @@ class RecommendService:
             caller_remaining_s=remaining_s, request_id=request_id,
         )
         self._publish(request.user_id, outcome)
+        metrics.observe(outcome.response)
         return outcome.response
 
     def _publish(self, user_id: str, outcome: Outcome) -> None:

@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge
 
 from recsys.common.config import ConfigError
 from recsys.model import requests
+from recsys.monitoring import metrics
 from recsys.monitoring.aggregates import bucket_of
 from recsys.monitoring.alerts import AlertSink
 from recsys.monitoring.settings import MonitoringSettings
@@ -108,6 +109,7 @@ def ctr_drops(store: MonitoringStore, settings: MonitoringSettings, now_s: float
     covered = store.variant_totals(base_first, base_first)  # a baseline must span its whole length, not a
     drops = []  # service's first seconds (a fresh stack's CTR starts high: users' best items are not yet seen)
     for variant, (n, c) in recent.items():
+        metrics.CTR.labels(variant).set(c / n if n else 0.0)
         bn, bc = base.get(variant, (0, 0))
         if min(n, bn) < settings.ctr_drop_min_impressions or bc == 0 or covered.get(variant, (0, 0))[0] == 0:
             CTR_DROP.labels(variant).set(0.0)

@@ -29,7 +29,9 @@ from prometheus_client import Counter, Histogram
 
 from recsys.common.kafka import clients, codec
 from recsys.common.kafka.dlq import dead_letter
+from recsys.common.kafka.lag import LagGauge
 from recsys.common.kafka.loop import IdleClock
+from recsys.monitoring import metrics
 from recsys.monitoring.aggregates import BatchDelta, OnlineAggregator, bucket_of
 from recsys.monitoring.coverage import CoverageTracker
 from recsys.monitoring.settings import MonitoringSettings
@@ -137,6 +139,9 @@ class MonitoringConsumer:
         self.settings = settings
         self.store = store
         self.on_window_closed = on_window_closed
+        self._lag = LagGauge("monitoring")
+        #: variant -> (model, model_version, timestamp_ms) of its latest impression (the dashboard's models view)
+        self.served_models: dict[str, tuple[str, str, int]] = {}
         self.aggregator = OnlineAggregator(settings.bucket_s, settings.join_window_s)
         self.windows = WindowTracker(
             store, settings.drift_window_rows, settings.drift_window_s, settings.drift_min_rows
@@ -262,6 +267,7 @@ class MonitoringConsumer:
     def _apply_impression(self, imp: events_pb2.Impression, key: str, payload: bytes, delta: BatchDelta,
                           drift: DriftBatch, now: int) -> None:
         self.aggregator.add_impression(imp, payload, delta, now)
+        self.served_models[imp.variant] = (imp.model, imp.model_version, imp.timestamp_ms)
 
     def _apply_event(self, ev: events_pb2.Event, key: str, payload: bytes, delta: BatchDelta, drift: DriftBatch,
                      now: int) -> None:
@@ -309,7 +315,9 @@ class MonitoringConsumer:
             log.warning("kafka offset commit failed", extra={"error": str(exc)})
 
     def _count(self, batches: dict | None, delta: BatchDelta) -> None:
+        metrics.count_cells(delta.cells)
         if batches:
+            self._lag.processed(batches)
             for tp, records in batches.items():
                 MESSAGES.labels(tp.topic).inc(len(records))
                 self.consumed += len(records)
@@ -317,6 +325,7 @@ class MonitoringConsumer:
                 DEAD_LETTERS.labels(topic).inc()
         DUPLICATES.inc(delta.counters.get("duplicates", 0))
         self.duplicates += delta.counters.get("duplicates", 0)
+        self._lag.update(self.consumer)
 
 
 class _FirstOccurrence(set):

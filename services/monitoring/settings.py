@@ -125,6 +125,22 @@ CHECK_CRCS = config.declare(
     "Verify each record's CRC-32C on fetch (fast: the pinned `crc32c` package computes it in C)",
     SCOPE,
 )
+DASHBOARD_PORT = config.declare(
+    "RECSYS_MONITORING_DASHBOARD_PORT", 8080, "Web dashboard HTTP port (HTTPS with RECSYS_TLS_CERT/KEY; 0 = off)", SCOPE
+)
+DASHBOARD_TARGETS = config.declare(
+    "RECSYS_MONITORING_DASHBOARD_TARGETS",
+    "",
+    "Processes whose /metrics the dashboard's overview scrapes, name=host:port,... (empty = this process only; "
+    "`recsys serve` sets every process of the local stack)",
+    SCOPE,
+)
+DASHBOARD_SCRAPE_S = config.declare(
+    "RECSYS_MONITORING_DASHBOARD_SCRAPE_S", 5.0, "Seconds between the dashboard's scrapes (15 min are kept)", SCOPE
+)
+DASHBOARD_ALERT_OPEN_S = config.declare(
+    "RECSYS_MONITORING_DASHBOARD_ALERT_OPEN_S", 1800.0, "The dashboard shows an alert as open this long", SCOPE
+)
 
 
 @dataclass
@@ -170,6 +186,10 @@ class MonitoringSettings:
     ctr_drop_p: float = 0.001
     ctr_drop_min_impressions: int = 2000
     actions_check_s: float = 10.0
+    dashboard_port: int = 0
+    dashboard_targets: str = ""
+    dashboard_scrape_s: float = 5.0
+    dashboard_alert_open_s: float = 1800.0
 
     @property
     def db_path(self) -> Path:
@@ -233,4 +253,8 @@ class MonitoringSettings:
             ctr_drop_p=CTR_DROP_P.float(),
             ctr_drop_min_impressions=CTR_DROP_MIN_IMPRESSIONS.int(),
             actions_check_s=ACTIONS_CHECK_S.float(),
+            dashboard_port=DASHBOARD_PORT.int(),
+            dashboard_targets=DASHBOARD_TARGETS.str(),
+            dashboard_scrape_s=DASHBOARD_SCRAPE_S.float(),
+            dashboard_alert_open_s=DASHBOARD_ALERT_OPEN_S.float(),
         )

@@ -321,6 +321,14 @@ class MonitoringStore:
         ).fetchall()
         return {variant: (int(n), int(c)) for variant, n, c in rows}
 
+    def variant_series(self, min_bucket: int) -> list[tuple[int, str, int, int]]:
+        """(bucket, variant, impressions, clicks) for every bucket >= min_bucket, oldest first."""
+        rows = self._reader().execute(
+            "SELECT bucket, variant, SUM(impressions), SUM(clicks) FROM cells WHERE bucket >= ? "
+            "GROUP BY bucket, variant ORDER BY bucket", (min_bucket,),
+        ).fetchall()
+        return [(int(b), v, int(n), int(c)) for b, v, n, c in rows]
+
     def served_items(self, min_bucket: int, variant: str = "") -> int:
         """Distinct items served in buckets >= min_bucket (by one variant when given)."""
         sql = "SELECT bitmap FROM coverage WHERE bucket >= ?"

@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop = LifecycleLoop(LifecycleSettings.from_env(), run_cli(env, cfg.var_dir / "logs" / "lifecycle.log"),
                              log_uri=EventLogSettings.from_env().uri).start()
     print("serving: " + ", ".join(f"{name} {cfg.address(name)}" for name in cfg.ports), flush=True)
+    print(f"dashboard: {cfg.dashboard_url}", flush=True)
     try:
         stop.wait()
     finally:

@@ -137,6 +137,7 @@ def run_demo(opts: DemoOptions) -> dict:
     try:
         gateway, monitoring = cfg.address("gateway"), cfg.address("monitoring")
         print(f"    gateway {gateway} · monitoring {monitoring} · logs {cfg.var_dir / 'logs'}")
+        print(f"    dashboard {cfg.dashboard_url} (live while the demo runs; --keep-running leaves it up)")
         t = _step(f"simulate {opts.seconds:.0f} s of traffic ({opts.concurrency} clients) clicking by ground truth")
         stats = simulate(gateway, truth, users, seconds=opts.seconds, concurrency=opts.concurrency, seed=opts.seed)
         _done(t)
@@ -144,6 +145,7 @@ def run_demo(opts: DemoOptions) -> dict:
         with RecsysClient(gateway, monitoring=monitoring) as client:
             online = client.online_metrics()
         summary = {
+            "dashboard": cfg.dashboard_url,
             "traffic": stats.summary(),
             "simulated_by_variant": by_variant(stats),
             "monitoring": {
@@ -157,7 +159,7 @@ def run_demo(opts: DemoOptions) -> dict:
         }
         _print_summary(summary)
         if opts.keep_running:
-            print("\nservices keep running; Ctrl-C stops them", flush=True)
+            print(f"\nservices keep running; dashboard {cfg.dashboard_url}; Ctrl-C stops them", flush=True)
             while True:
                 time.sleep(3600)
         return summary

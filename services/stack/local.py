@@ -16,6 +16,8 @@ from recsys.common.clients import channel
 from recsys.common.healthcheck import check
 from recsys.common.ports import free_port, free_port_block
 from recsys.gateway.settings import MAX_FULL_PATH, RANKING_DIRECT_ADDR
+from recsys.monitoring.settings import DASHBOARD_PORT as DASHBOARD_PORT_VAR
+from recsys.monitoring.settings import DASHBOARD_TARGETS
 from recsys.ranking.settings import DIRECT_PORTS
 from recsys.stack.supervisor import ServiceSpec, Supervisor
 from recsys.v1 import (
@@ -33,6 +35,9 @@ SERVICES = ("features", "candidates", "ranking", "monitoring", "gateway")
 DIRECT_PORTS_PER_INSTANCE = 4
 # Background workers without a gRPC port: the Kafka -> Feast streaming updater, the Kafka -> Parquet event log.
 WORKERS = {"features-consumer": ["features", "consume"], "eventlog": ["eventlog", "run"]}
+# Fixed ports: each process's /metrics from here on, in process order; the monitoring dashboard's HTTP port.
+METRICS_PORT_BASE = 59101
+DASHBOARD_PORT = 50080
 
 
 @dataclass
@@ -46,6 +51,9 @@ class StackConfig:
     extra_env: dict[str, str] | None = None
     #: first port of each ranking instance's direct-ingress block (DIRECT_PORTS_PER_INSTANCE ports)
     direct_ports: dict[str, int] | None = None
+    #: each process's Prometheus /metrics port (services, ranking instances and workers), and the dashboard's
+    metrics_ports: dict[str, int] | None = None
+    dashboard_port: int = 0
 
     @classmethod
     def default(
@@ -64,11 +72,27 @@ class StackConfig:
             if fixed_ports
             else {name: free_port_block(DIRECT_PORTS_PER_INSTANCE) for name in rankers}
         )
-        return cls(var_dir, var_dir / "models", kafka_bootstrap, ports, direct_ports=direct)
+        processes = [*base, *WORKERS]
+        metrics = (
+            {name: METRICS_PORT_BASE + i for i, name in enumerate(processes)}
+            if fixed_ports
+            else {name: free_port() for name in processes}
+        )
+        return cls(var_dir, var_dir / "models", kafka_bootstrap, ports, direct_ports=direct, metrics_ports=metrics,
+                   dashboard_port=DASHBOARD_PORT if fixed_ports else free_port())
 
     def address(self, name: str) -> str:
         """The address of one process (a service, or one instance such as "ranking-2")."""
         return f"127.0.0.1:{self.ports[name]}"
+
+    def metrics_targets(self) -> dict[str, str]:
+        """Every process's /metrics address by process name (what Prometheus and the dashboard scrape)."""
+        return {name: f"127.0.0.1:{port}" for name, port in (self.metrics_ports or {}).items()}
+
+    @property
+    def dashboard_url(self) -> str:
+        """The monitoring service's dashboard ("" when the stack has none)."""
+        return f"http://127.0.0.1:{self.dashboard_port}/" if self.dashboard_port else ""
 
     def instances(self, service: str) -> list[str]:
         """The process names of a service: "ranking", then "ranking-2", ... when configured."""
@@ -107,6 +131,10 @@ class StackConfig:
         }
         for name in SERVICES:
             env[f"RECSYS_{name.upper()}_PORT"] = str(self.ports[name])
+        if self.metrics_ports:
+            env[DASHBOARD_TARGETS.name] = ",".join(f"{n}={a}" for n, a in self.metrics_targets().items())
+        if self.dashboard_port:
+            env[DASHBOARD_PORT_VAR.name] = str(self.dashboard_port)
         if not os.environ.get(MAX_FULL_PATH.name):  # every service shares this machine's cores: cap the gateway
             env[MAX_FULL_PATH.name] = str(local_full_path_limit())
         env.update(self.extra_env or {})
@@ -128,9 +156,10 @@ def instance_name(service: str, n: int) -> str:
 
 def _instance_env(cfg: StackConfig, service: str, name: str) -> dict[str, str]:
     """What differs for a further instance: its port and, for ranking, its own Ray folder."""
+    env = {"RECSYS_METRICS_PORT": str(cfg.metrics_ports[name])} if cfg.metrics_ports else {}
     if name == service:
-        return {}
-    env = {f"RECSYS_{service.upper()}_PORT": str(cfg.ports[name])}
+        return env
+    env[f"RECSYS_{service.upper()}_PORT"] = str(cfg.ports[name])
     if service == "ranking":
         env[DIRECT_PORTS.name] = cfg.direct_ports_of(name)
         env["RECSYS_RAY_TEMP_DIR"] = str(cfg.var_dir / f"ray-{name.rsplit('-', 1)[1]}")
@@ -180,7 +209,8 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
                 ready_timeout_s=180.0 if service == "ranking" else 120.0,
             ))
     for name, args in WORKERS.items():
-        specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args], env=env))
+        worker_env = {**env, "RECSYS_METRICS_PORT": str(cfg.metrics_ports[name])} if cfg.metrics_ports else env
+        specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args], env=worker_env))
     return specs
 
 

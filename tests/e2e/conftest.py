@@ -38,7 +38,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var = tmp_path_factory.mktemp("e2e")
     broker = LocalBroker(var / "kafka")
     cfg = replace(StackConfig.default(var, broker.bootstrap, fixed_ports=False, ranking_instances=1),
-                  extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0"})
+                  extra_env={"RECSYS_GATEWAY_PREDICTION_SAMPLE": "1.0",
+                             # a drift window a minute, so the dashboard has drift to draw by the last tests
+                             "RECSYS_MONITORING_DRIFT_WINDOW_S": "60", "RECSYS_MONITORING_RETRAIN_TRIGGER": "off",
+                             "RECSYS_MONITORING_DASHBOARD_SCRAPE_S": "2"})
     stack = Stack(cfg, Supervisor(var / "logs"), pd.DataFrame(), broker)
     stack.kafka("start")
     try:

@@ -14,6 +14,7 @@ from kafka.errors import CommitFailedError
 
 from recsys.common.kafka.codec import M, UndecodableMessage
 from recsys.common.kafka.dlq import dead_letter
+from recsys.common.kafka.lag import LagGauge
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ class ConsumerLoop(Generic[M]):
         dlq_producer: KafkaProducer | None = None,
         dlq_topic: str | None = None,
         poll_timeout_ms: int = 500,
+        lag: LagGauge | None = None,
     ) -> None:
         self.consumer = consumer
+        self.lag = lag
         self.decode_value = decode_value
         self.handler = handler
         self.dlq_producer = dlq_producer
@@ -78,6 +81,9 @@ class ConsumerLoop(Generic[M]):
                 self.consumer.seek(tp, records[0].offset)
             raise
         self._commit(batches)
+        if self.lag is not None:
+            self.lag.processed(batches)
+            self.lag.update(self.consumer)
         self.processed += len(messages)
         self.dead_lettered += len(pending_dlq)
         return sum(len(records) for records in batches.values())
