@@ -268,6 +268,63 @@ SERVICES: dict[str, Schema] = {
 }
 
 
+AUTO_BOOL: Schema = {"enum": ["auto", True, False], "description": "auto: when the cluster serves PrometheusRule"}
+LABEL_KEY = string(
+    pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", maxLength=316
+)
+PROM_DURATION = string(pattern="^(0|(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?)$", minLength=1)
+SEVERITY = string(minLength=1)
+# Each alert's values: (threshold schema or None, more properties).
+ALERTS: dict[str, tuple[Schema | None, Schema]] = {
+    "highP99Latency": ({"type": "number", "exclusiveMinimum": 0, "description": "seconds"}, {}),
+    "degradedShareHigh": ({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {}),
+    "errorRateHigh": (
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        {"codes": string(pattern="^[A-Z_]+(\\|[A-Z_]+)*$", description="gRPC codes, |-separated")},
+    ),
+    "consumerLagHigh": ({"type": "number", "minimum": 0, "description": "records"}, {}),
+    "dataDrift": (None, {}),
+    "ctrDrop": ({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, {}),
+    "targetDown": (None, {"jobs": array(string(minLength=1), uniqueItems=True)}),
+}
+
+
+def observability_schema() -> Schema:
+    """observability: the Grafana dashboards' ConfigMaps and the PrometheusRule (templates/observability.yaml)."""
+    alerts = {}
+    for name, (threshold, more) in ALERTS.items():
+        properties: Schema = {"enabled": BOOL, "for": PROM_DURATION, "severity": SEVERITY, **more}
+        required = ["enabled", "for", "severity"]
+        if threshold is not None:
+            properties["threshold"] = threshold
+            required.append("threshold")
+        alerts[name] = obj(properties, required=[*required, *more])
+    dashboards = obj(
+        {
+            "enabled": AUTO_BOOL,
+            "label": LABEL_KEY,
+            "labelValue": string(pattern="^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", maxLength=63),
+            "labels": STRING_MAP,
+            "annotations": STRING_MAP,
+        },
+        required=["enabled", "label", "labelValue"],
+    )
+    rule = obj(
+        {
+            "enabled": AUTO_BOOL,
+            "labels": STRING_MAP,
+            "ruleLabels": STRING_MAP,
+            "matchers": string(description='PromQL label matchers (namespace="recsys"); empty = the release namespace'),
+            "rateWindow": string(pattern="^([0-9]+(d|h|m|s))+$"),
+            "alerts": obj(alerts, required=list(ALERTS)),
+        },
+        required=["enabled", "rateWindow", "alerts"],
+    )
+    return obj(
+        {"grafanaDashboards": dashboards, "prometheusRule": rule}, required=["grafanaDashboards", "prometheusRule"]
+    )
+
+
 def umbrella_schema() -> Schema:
     credentials = {
         name: obj(
@@ -428,6 +485,7 @@ def umbrella_schema() -> Schema:
         required=["enabled", "uri", "replicas", "command", "resources"],
     )
     toggle = obj({"enabled": BOOL}, required=["enabled"], extra=True)
+    properties_observability = observability_schema()
     properties: Schema = {
         "global": global_schema,
         "recsys-lib": ANY_OBJECT,
@@ -487,11 +545,12 @@ def umbrella_schema() -> Schema:
         "jobs": jobs,
         "cronJobs": cron_jobs,
         "eventlog": eventlog,
+        "observability": properties_observability,
     }
     return {
         "$schema": DRAFT,
         "title": "recsys umbrella chart values",
-        **obj(properties, required=["global", *COMPONENTS, "jobs", "cronJobs", "eventlog"]),
+        **obj(properties, required=["global", *COMPONENTS, "jobs", "cronJobs", "eventlog", "observability"]),
     }
 
 

@@ -142,3 +142,46 @@ retrain CronJob is rendered (templates/monitoring-retrain.yaml).
 {{- $sa.name | default "default" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Whether a piece of observability renders: (dict "root" $ "enabled" <true|false|"auto">) -> "true" or "".
+auto = the cluster serves the Prometheus Operator's PrometheusRule (helm template: --api-versions
+monitoring.coreos.com/v1/PrometheusRule). The kind, not just the group: a cluster with only the ServiceMonitor
+CRDs would refuse the PrometheusRule.
+*/}}
+{{- define "recsys.observability.on" -}}
+{{- $mode := toString .enabled -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (.root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Prometheus jobs of the recsys targets, as a JSON list: observability.prometheusRule.alerts.targetDown.jobs,
+else the components the chart's ServiceMonitors / PodMonitor scrape (their jobLabel is the component name):
+every enabled service and the event log writer, when global.serviceMonitor.enabled (or the service's own
+serviceMonitor.enabled) says so.
+*/}}
+{{- define "recsys.observability.jobs" -}}
+{{- $jobs := .Values.observability.prometheusRule.alerts.targetDown.jobs | default list -}}
+{{- if not $jobs -}}
+{{- $global := eq (toString (.Values.global.serviceMonitor | default dict).enabled) "true" -}}
+{{- range $name := list "gateway" "features" "candidates" "ranking" "monitoring" -}}
+{{- $values := get $.Values $name | default dict -}}
+{{- $own := dig "serviceMonitor" "enabled" nil $values -}}
+{{- if and $values.enabled (ternary $own $global (kindIs "bool" $own)) -}}
+{{- $jobs = append $jobs $name -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.eventlog.enabled $global -}}
+{{- $jobs = append $jobs "eventlog" -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $jobs -}}
+{{- end -}}
+
+{{/* Labels of one alert: (dict "rule" .Values.observability.prometheusRule "alert" <its values>). */}}
+{{- define "recsys.observability.ruleLabels" -}}
+{{- $labels := merge (dict "severity" .alert.severity) (.rule.ruleLabels | default dict) -}}
+{{- toYaml $labels -}}
+{{- end -}}
