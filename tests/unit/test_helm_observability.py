@@ -134,6 +134,9 @@ def test_rule_object_labels_and_strict_values(helm):
     manifests = render(helm, "--set", f"{RULE}=true", "--set", "observability.prometheusRule.labels.release=kps")
     (rule,) = by_kind(manifests, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kps"
+    off = ",".join(f"observability.prometheusRule.alerts.{a}.enabled=false" for a in (
+        "highP99Latency", "degradedShareHigh", "errorRateHigh", "consumerLagHigh", "dataDrift", "ctrDrop"))
+    assert by_kind(render(helm, "--set", f"{RULE}=true", "--set", off), "PrometheusRule") == []  # no empty group
     with pytest.raises(HelmError, match="observability.prometheusRule.enabled"):
         render(helm, "--set", f"{RULE}=maybe")
     with pytest.raises(HelmError, match="unexpected|Additional property"):
