@@ -102,10 +102,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                         "{{reason}}",
                     ),
                     (
-                        share(
-                            f'recsys_gateway_recommend_total{{outcome="degraded", {NS}}}',
-                            f"recsys_gateway_recommend_total{{{NS}}}",
-                        ),
+                        # `or vector(0)`: 0, not an empty panel, while no answer has degraded yet
+                        f'(sum (rate(recsys_gateway_recommend_total{{outcome="degraded", {NS}}}[{RATE}])) or vector(0))'
+                        f" / sum (rate(recsys_gateway_recommend_total{{{NS}}}[{RATE}]))",
                         "all degraded",
                     ),
                 ],

@@ -224,6 +224,7 @@ SERVICES: dict[str, Schema] = {
         "configJson": obj({"RECSYS_EXPERIMENTS": EXPERIMENTS}, extra=True, propertyNames=ENV_NAME),
     },
     "monitoring": {
+        "dashboard": obj({"enabled": BOOL, "port": PORT}, required=["enabled", "port"]),
         "retrainOnDrift": obj(
             {
                 "enabled": BOOL,

@@ -99,6 +99,9 @@ RECSYS_KAFKA_SASL_USERNAME: {{ $kafkaCreds.username | default (include "recsys.k
 {{- end }}
 RECSYS_ONLINE_STORE: "redis"
 RECSYS_MILVUS_URI: {{ include "recsys.milvus.uri" . | quote }}
+{{- with .Values.dashboard }}
+RECSYS_MONITORING_DASHBOARD_PORT: {{ ternary (.port | int | toString) "0" (.enabled | default false) | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*

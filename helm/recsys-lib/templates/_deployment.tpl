@@ -25,6 +25,11 @@ ports:
   - name: metrics
     containerPort: {{ (.Values.global).metricsPort | default 9090 }}
     protocol: TCP
+  {{- if (.Values.dashboard).enabled }}
+  - name: dashboard
+    containerPort: {{ .Values.dashboard.port }}
+    protocol: TCP
+  {{- end }}
 envFrom:
   {{- with include "recsys.retrainTrigger.configMap" . }}
   # The retrain trigger's environment (the umbrella renders it); this service's own ConfigMap, after it, wins.

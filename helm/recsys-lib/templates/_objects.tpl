@@ -25,6 +25,13 @@ spec:
       port: {{ (.Values.global).metricsPort | default 9090 }}
       targetPort: metrics
       protocol: TCP
+    {{- if (.Values.dashboard).enabled }}
+    - name: dashboard
+      port: {{ .Values.dashboard.port }}
+      targetPort: dashboard
+      protocol: TCP
+      appProtocol: http
+    {{- end }}
 {{- end -}}
 
 {{- define "recsys.serviceAccount" -}}
