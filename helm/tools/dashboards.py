@@ -257,7 +257,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Canary in progress",
                 [
                     (
-                        f"max by (challenger, champion) (recsys_gateway_canary{{{NS}}})",
+                        # the info series exists only while a canary runs: 0, not an empty panel, otherwise
+                        f"max by (challenger, champion) (recsys_gateway_canary{{{NS}}}) or vector(0)",
                         "{{challenger}} vs {{champion}}",
                     ),
                     (f"max (recsys_gateway_canary_share{{{NS}}})", "share"),
