@@ -2,7 +2,8 @@
 by default only where the cluster serves monitoring.coreos.com/v1/PrometheusRule (`helm template --api-versions`
 stands for the cluster), `true` / `false` force them; the ConfigMaps carry the Grafana sidecar's label and the
 dashboard files; the PrometheusRule is valid against the Prometheus Operator's CRD (vendored, 0.93.0, in
-tests/unit/alert_rules/) and the ConfigMaps are what the API server takes.
+deploy/k8s-local/crds/prometheus-operator/, which `make test-k8s` also applies) and the ConfigMaps are what the
+API server takes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from helm_support import (  # noqa: E402
     HELM_DIR,
     K8S_VERSION,
     UMBRELLA,
+    VENDORED_CRDS,
     Helm,
     HelmError,
     _strict,
@@ -29,7 +31,7 @@ from helm_support import (  # noqa: E402
 )
 
 RULE_API = "monitoring.coreos.com/v1/PrometheusRule"
-CRD = Path(__file__).parent / "alert_rules" / "monitoring.coreos.com_prometheusrules.yaml"
+CRD = VENDORED_CRDS / "prometheus-operator" / "monitoring.coreos.com_prometheusrules.yaml"
 DASHBOARD_FILES = sorted((HELM_DIR / UMBRELLA / "dashboards").glob("*.json"))
 DASH = "observability.grafanaDashboards.enabled"
 RULE = "observability.prometheusRule.enabled"
