@@ -47,6 +47,12 @@ for target in "${TARGETS[@]}"; do
   log "built $target in $(( $(date +%s) - t0 )) s"
 done
 
+# Layers of earlier builds (an old requirements layer is ~6.5 GB) would fill the disk build after build: keep
+# the images just built and at most RECSYS_DOCKER_CACHE_KEEP of build cache, most recently used first.
+$DOCKER image prune -f >/dev/null
+$DOCKER builder prune -f --keep-storage "${RECSYS_DOCKER_CACHE_KEEP:-10GB}" >/dev/null
+log "pruned dangling images and build cache beyond ${RECSYS_DOCKER_CACHE_KEEP:-10GB}: $(df -h --output=avail "$HOME" | tail -1 | tr -d ' ') free"
+
 printf '\n%-12s %s\n' target size
 json="{"
 for target in "${TARGETS[@]}"; do
