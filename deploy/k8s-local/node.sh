@@ -285,7 +285,6 @@ import_images() {  # names...: those containerd lacks, from the Docker engine in
   # The names' previous images first: their layers (~6.7 GB shared) would otherwise stay in containerd's content
   # store beside the new ones until a GC after the import, and a rebuild's import then runs out of disk.
   ctr_ images rm --sync "${missing[@]}" >/dev/null 2>&1 || true
-  rm -rf "$NODE_DIR/containerd/root/io.containerd.content.v1.content/ingest"  # partial blobs of a failed import
   log "importing ${missing[*]} ($(df -h --output=avail "$NODE_DIR" | tail -1 | tr -d ' ') free)"
   docker save "${missing[@]}" | ctr_ images import --snapshotter overlayfs - >/dev/null \
     || die "ctr images import ${missing[*]} failed"
