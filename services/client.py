@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from recsys.common.clients import channel, credential_metadata, request_metadata
 from recsys.v1 import (
     candidates_pb2,
+    catalog_pb2,
+    catalog_pb2_grpc,
     events_pb2,
     events_pb2_grpc,
     monitoring_pb2,
@@ -66,6 +68,7 @@ class RecsysClient:
         self._channel = channel(gateway)
         self._recommend = recommend_pb2_grpc.RecommendServiceStub(self._channel)
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self._channel)
         self._mon_channel = channel(monitoring) if monitoring else None
         self._monitoring = monitoring_pb2_grpc.MonitoringServiceStub(self._mon_channel) if monitoring else None
 
@@ -98,6 +101,14 @@ class RecsysClient:
     def publish(self, events: list[events_pb2.Event], timeout_s: float = 5.0) -> int:
         """Send product events (click, rating, purchase, view); returns how many were accepted."""
         return self._events.Publish(events_pb2.PublishRequest(events=events), timeout=timeout_s).accepted
+
+    def upsert_items(self, items: list[catalog_pb2.Item], timeout_s: float = 5.0) -> int:
+        """Create or replace items (acknowledged by Kafka on return); returns how many were accepted."""
+        return self._catalog.UpsertItems(catalog_pb2.UpsertItemsRequest(items=items), timeout=timeout_s).accepted
+
+    def delete_items(self, item_ids: list[str], timeout_s: float = 5.0) -> int:
+        """Delete items: from the answer on, the gateway never serves them; returns how many were accepted."""
+        return self._catalog.DeleteItems(catalog_pb2.DeleteItemsRequest(item_ids=item_ids), timeout=timeout_s).accepted
 
     def click(self, user_id: str, item_id: str, *, request_id: str = "", position: int = 0,
               variant: str = "", timeout_s: float = 5.0) -> int:

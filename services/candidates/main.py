@@ -6,12 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from recsys.candidates.active import ActiveIndex
+from recsys.candidates.changes import CatalogChanges
 from recsys.candidates.milvus import Milvus, connect
 from recsys.candidates.server import create_server
 from recsys.candidates.service import Retriever
 from recsys.candidates.settings import CandidateSettings, MilvusTarget
+from recsys.common import config
 from recsys.common.breaker import Breaker
 from recsys.common.feature_client import FeatureClient
+from recsys.common.kafka.changelog import ItemChangeFollower
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
 from recsys.model.spec import HISTORY_LEN
 
@@ -25,17 +28,32 @@ class CandidateService:
     retriever: Retriever
     fetcher: FeatureClient
     server: GrpcServer
+    changes: CatalogChanges | None = None
+    follower: ItemChangeFollower | None = None
 
     def close(self) -> None:
         self.server.stop(grace_s=1.0)
+        self.stop_changes()
         self.active.stop()
         self.retriever.close()
         self.fetcher.close()
         self.milvus.close()
 
+    def stop_changes(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+        if self.changes is not None:
+            self.changes.stop()
 
-def build_service(port: int | None = None, target: MilvusTarget | None = None) -> CandidateService:
-    """Wire the service from the environment (tests pass a port and a Milvus target)."""
+
+def follow_items(changes: CatalogChanges, bootstrap: str | None = None) -> ItemChangeFollower:
+    """The items changelog into `changes`, on a thread (Kafka down: it retries; requests are served meanwhile)."""
+    return ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), changes.apply, bootstrap, name="candidates").start()
+
+
+def build_service(port: int | None = None, target: MilvusTarget | None = None, follow: bool = True) -> CandidateService:
+    """Wire the service from the environment (tests pass a port and a Milvus target; `follow=False`: no items
+    changelog, for tests without Kafka)."""
     settings = CandidateSettings.from_env()
     if port is not None:
         settings = replace(settings, port=port)
@@ -53,9 +71,11 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None) -
         breaker=Breaker(threshold=3, cooldown_s=settings.breaker_cooldown_s),
         recent_limit=history_len,
     )
-    retriever = Retriever(active, milvus, fetcher, settings.retrieval, breaker)
+    changes = CatalogChanges(active).start()
+    follower = follow_items(changes) if follow else None
+    retriever = Retriever(active, milvus, fetcher, settings.retrieval, breaker, changes=changes)
     server = create_server(retriever, ServerOptions.from_env(settings.port))
-    return CandidateService(milvus, active, retriever, fetcher, server)
+    return CandidateService(milvus, active, retriever, fetcher, server, changes, follower)
 
 
 def main(port: int | None = None) -> int:
@@ -64,6 +84,7 @@ def main(port: int | None = None) -> int:
     try:
         run_forever(service.server)
     finally:
+        service.stop_changes()
         service.active.stop()
         service.retriever.close()
         service.fetcher.close()

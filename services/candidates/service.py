@@ -21,6 +21,7 @@ from prometheus_client import Counter
 
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
+from recsys.candidates.changes import CatalogChanges, Skip
 from recsys.candidates.filters import FilterSpec, check_unknown_fields, milvus_expr, parse_filter, validate_item_ids
 from recsys.candidates.milvus import Milvus
 from recsys.candidates.search_batch import BatchTimeout, SearchBatcher
@@ -66,14 +67,21 @@ class Retriever:
         settings: RetrievalSettings,
         milvus_breaker: Breaker,
         search_workers: int = 16,
+        changes: CatalogChanges | None = None,
     ) -> None:
         self.active = active
+        self.changes = changes
         self.milvus = milvus
         self.fetcher = fetcher
         self.settings = settings
         self.breaker = milvus_breaker
         self._pool = ThreadPoolExecutor(max_workers=search_workers, thread_name_prefix="milvus-search")
         self._batcher = SearchBatcher(settings.search_batch)
+
+    @property
+    def removed(self) -> frozenset[str]:
+        """Items deleted or unavailable in the live catalogue: no source returns them."""
+        return self.changes.removed if self.changes is not None else frozenset()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -211,6 +219,7 @@ class Retriever:
             spec = spec.with_excluded(context.recent_items)
         cold = not context.recent_items and not context.found
         k = request.k
+        removed = self.removed
         reasons = [] if not context.error else [context.error]
         picked: list[tuple[str, float, int]] = []
         ann: list[tuple[str, float]] = []
@@ -226,9 +235,11 @@ class Retriever:
         if degraded_search:
             reasons.insert(0, degraded_search)
             DEGRADED.labels("Retrieve", "milvus").inc()
+        if removed:
+            ann = [(item, score) for item, score in ann if item not in removed]
         ann_quota = k if not cold else math.ceil(k * self.settings.cold_start_ann_share)
         picked.extend((item, score, ANN) for item, score in ann[:ann_quota])
-        seen = {item for item, _, _ in picked}
+        seen = Skip({item for item, _, _ in picked}, removed)
         favourite = self._favourite_genres(version, context)
         segment = version.segments.segment_of(context.features)
         verify = None if degraded_search else self._verifier(version, spec, self._deadline(time_remaining))
@@ -343,7 +354,8 @@ class Retriever:
                     raise NotFound(f"item_id: unknown item {request.item_id!r}")
                 vector = np.asarray(rows[0][schema.VECTOR_FIELD], dtype=np.float32)
                 hits = self._ann(version, vector, request.k, spec, timeout)
-                picked.extend((item, score, ANN) for item, score in hits)
+                removed = self.removed
+                picked.extend((item, score, ANN) for item, score in hits if item not in removed)
             except SearchFailed as exc:
                 degraded = exc.reason
         else:
@@ -355,7 +367,7 @@ class Retriever:
             if degraded:
                 DEGRADED.labels("SimilarItems", "milvus").inc()
             genres = tuple(np.flatnonzero(version.popularity.genres_of_items([request.item_id]) > 0).tolist())
-            seen = {p[0] for p in picked}
+            seen = Skip({p[0] for p in picked} | {request.item_id}, self.removed)
             verify = None if degraded else self._verifier(version, spec, timeout)
             try:
                 self._fill(version, picked, seen, spec, request.k, genres, verify)

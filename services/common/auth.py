@@ -38,12 +38,13 @@ from recsys.common.interceptors import wrap_behaviour
 
 log = logging.getLogger("recsys.auth")
 
-SCOPES = ("recommend", "publish_events", "read_monitoring")
+SCOPES = ("recommend", "publish_events", "read_monitoring", "write_catalog")
 #: The scope each public service requires, by the method-path prefix "/<package>.<Service>/".
 METHOD_SCOPES = {
     "/recsys.v1.RecommendService/": "recommend",
     "/recsys.v1.EventService/": "publish_events",
     "/recsys.v1.MonitoringService/": "read_monitoring",
+    "/recsys.v1.CatalogService/": "write_catalog",
 }
 MODES = ("off", "api_key", "jwt", "any")
 API_KEY_HEADER = "x-api-key"

@@ -91,6 +91,10 @@ KAFKA_PREDICTIONS_TOPIC = declare(
     "RECSYS_KAFKA_PREDICTIONS_TOPIC", "recsys.predictions", "Topic of sampled served features and scores"
 )
 KAFKA_DLQ_TOPIC = declare("RECSYS_KAFKA_DLQ_TOPIC", "recsys.dead-letter", "Dead-letter topic")
+KAFKA_ITEMS_TOPIC = declare(
+    "RECSYS_KAFKA_ITEMS_TOPIC", "recsys.items",
+    "Topic of item changes (ItemChange keyed by item_id, compacted): CatalogService writes it, product apps may too",
+)
 
 # Where the services find each other and the model registry (shared by several services).
 FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address (host:port)")

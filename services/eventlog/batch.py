@@ -17,8 +17,8 @@ import pyarrow as pa
 from kafka.consumer.fetcher import ConsumerRecord
 
 from recsys.common.kafka.codec import decode
-from recsys.eventlog.layout import EVENT_TYPE_NAMES, EVENTS, IMPRESSIONS, SCHEMAS, hour_of
-from recsys.v1 import events_pb2
+from recsys.eventlog.layout import EVENT_TYPE_NAMES, EVENTS, IMPRESSIONS, ITEMS, SCHEMAS, hour_of
+from recsys.v1 import catalog_pb2, events_pb2
 
 _HOUR_MS = 3_600_000
 
@@ -77,6 +77,33 @@ class _Events:
         return _in_schema(_columns(self.FIELDS, self.rows, schema), schema, topic, partition)
 
 
+class _Items:
+    """Item change rows: one tuple per change (a delete has only its item_id)."""
+
+    FIELDS = ("change_id", "op", "item_id", "title", "genres", "attributes", "available", "published_at_ms",
+              "updated_at_ms", "timestamp_ms", "offset")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def append(self, value: bytes | None, offset: int) -> int:
+        change = decode(catalog_pb2.ItemChange, value)
+        if change.WhichOneof("change") == "upsert":
+            item = change.upsert
+            available = not item.HasField("available") or item.available
+            self.rows.append((change.change_id, "upsert", item.item_id, item.title, list(item.genres),
+                              sorted(item.attributes.items()), available, item.published_at_ms,
+                              item.updated_at_ms, change.timestamp_ms, offset))
+        else:
+            self.rows.append((change.change_id, "delete", change.delete_item_id, None, None, None, False, None,
+                              None, change.timestamp_ms, offset))
+        return 1
+
+    def table(self, topic: str, partition: int) -> pa.Table:
+        schema = SCHEMAS[ITEMS]
+        return _in_schema(_columns(self.FIELDS, self.rows, schema), schema, topic, partition)
+
+
 def _columns(names: tuple[str, ...], rows: list[tuple], schema: pa.Schema) -> dict[str, pa.Array]:
     """Row tuples transposed into Arrow arrays of the schema's types."""
     transposed = list(zip(*rows, strict=True)) if rows else [()] * len(names)
@@ -90,7 +117,7 @@ def _in_schema(columns: dict[str, pa.Array], schema: pa.Schema, topic: str, part
     return pa.Table.from_arrays([columns[field.name] for field in schema], schema=schema)
 
 
-_COLUMNS = {IMPRESSIONS: _Impressions, EVENTS: _Events}
+_COLUMNS = {IMPRESSIONS: _Impressions, EVENTS: _Events, ITEMS: _Items}
 
 
 class PartitionBatch:

@@ -2,7 +2,8 @@
 
   <root>/<table>/date=YYYY-MM-DD/hour=HH/<topic>+<partition>+<first>-<last>+<i>of<n>.parquet
 
-- `table` is `impressions` (one row per shown item) or `events` (clicks, purchases, ratings, views);
+- `table` is `impressions` (one row per shown item), `events` (clicks, purchases, ratings, views) or `items` (the
+  catalogue's changes: one row per upsert or delete, never expired);
 - `date` / `hour` are the event's own time (UTC), hive-style, so pyarrow, DuckDB, Spark and Ray Data read the
   folder as one partitioned dataset (`read_table` here, `duckdb.read_parquet('<root>/events/**/*.parquet',
   hive_partitioning=1)`, `spark.read.parquet(root + '/events')`, `ray.data.read_parquet(root + '/events')`);
@@ -29,7 +30,10 @@ from recsys.v1 import events_pb2
 
 IMPRESSIONS = "impressions"
 EVENTS = "events"
-TABLES = (IMPRESSIONS, EVENTS)
+ITEMS = "items"
+TABLES = (IMPRESSIONS, EVENTS, ITEMS)
+#: Tables retention never expires: the catalogue's changes are its history (a rebuild replays all of them).
+KEPT_FOREVER = (ITEMS,)
 
 _KAFKA = [pa.field("topic", pa.string()), pa.field("partition", pa.int32()), pa.field("offset", pa.int64())]
 
@@ -65,6 +69,19 @@ SCHEMAS: dict[str, pa.Schema] = {
         pa.field("variant", pa.string()),
         pa.field("timestamp_ms", pa.int64()),
         pa.field("value", pa.float64()),
+        *_KAFKA,
+    ]),
+    ITEMS: pa.schema([
+        pa.field("change_id", pa.string()),
+        pa.field("op", pa.string()),  # upsert | delete
+        pa.field("item_id", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("genres", pa.list_(pa.string())),
+        pa.field("attributes", pa.map_(pa.string(), pa.string())),
+        pa.field("available", pa.bool_()),
+        pa.field("published_at_ms", pa.int64()),
+        pa.field("updated_at_ms", pa.int64()),
+        pa.field("timestamp_ms", pa.int64()),
         *_KAFKA,
     ]),
 }

@@ -10,6 +10,7 @@ import threading
 
 from recsys.common import config
 from recsys.common.kafka import admin as kafka_admin
+from recsys.common.kafka.changelog import ITEMS_TOPIC_CONFIG
 from recsys.common.logs import configure_logging
 from recsys.common.metrics import start_metrics_server
 from recsys.eventlog.settings import EventLogSettings
@@ -30,7 +31,8 @@ def main(port: int | None = None) -> int:
     configure_logging("eventlog", config.LOG_LEVEL.str())
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))  # per-connection chatter
     settings = EventLogSettings.from_env()
-    kafka_admin.ensure_topics([*settings.tables, settings.dlq_topic], settings.bootstrap)
+    kafka_admin.ensure_topics([*settings.tables, settings.dlq_topic], settings.bootstrap,
+                              configs={settings.items_topic: ITEMS_TOPIC_CONFIG})
     writer = EventLogWriter(settings, stop=stop)
     metrics_port = start_metrics_server(config.BIND_HOST.str(), config.METRICS_PORT.int())
     log.info("writing", extra={"uri": settings.uri, "group": settings.group, "topics": sorted(settings.tables),

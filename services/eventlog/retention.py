@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
-from recsys.eventlog.layout import TABLES, LogFile, complete, hour_start_ms, list_files, open_root
+from recsys.eventlog.layout import KEPT_FOREVER, TABLES, LogFile, complete, hour_start_ms, list_files, open_root
 from recsys.eventlog.sink import delete
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def expire(uri: str, days: int, now_ms: int | None = None) -> RetentionReport:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     report = RetentionReport(cutoff_ms=now_ms - days * _DAY_MS)
     fs, root = open_root(uri)
-    for table in TABLES:
+    for table in (t for t in TABLES if t not in KEPT_FOREVER):
         _expire_table(fs, root, table, report)
     if report.files or report.folders:
         log.info("retention pass", extra={"files": report.files, "writes": report.writes,

@@ -58,6 +58,7 @@ class EventLogSettings:
     flush_rows: int
     flush_s: float
     retention_days: int
+    items_topic: str = "recsys.items"
 
     @classmethod
     def from_env(cls) -> EventLogSettings:
@@ -69,6 +70,7 @@ class EventLogSettings:
             events_topic=config.KAFKA_EVENTS_TOPIC.str(),
             impressions_topic=config.KAFKA_IMPRESSIONS_TOPIC.str(),
             dlq_topic=config.KAFKA_DLQ_TOPIC.str(),
+            items_topic=config.KAFKA_ITEMS_TOPIC.str(),
             flush_rows=FLUSH_ROWS.int(),
             flush_s=FLUSH_S.float(),
             retention_days=RETENTION_DAYS.int(),
@@ -78,8 +80,9 @@ class EventLogSettings:
 
     def validate(self) -> None:
         """Raise ConfigError for values the writer cannot work with."""
-        if self.events_topic == self.impressions_topic:
-            raise config.ConfigError("RECSYS_KAFKA_EVENTS_TOPIC and RECSYS_KAFKA_IMPRESSIONS_TOPIC must differ")
+        if len({self.events_topic, self.impressions_topic, self.items_topic}) < 3:
+            raise config.ConfigError(
+                "RECSYS_KAFKA_EVENTS_TOPIC, RECSYS_KAFKA_IMPRESSIONS_TOPIC and RECSYS_KAFKA_ITEMS_TOPIC must differ")
         if self.flush_rows < 1:
             raise config.ConfigError(f"{FLUSH_ROWS.name}={self.flush_rows} must be at least 1")
         if self.flush_s <= 0:
@@ -90,6 +93,6 @@ class EventLogSettings:
     @property
     def tables(self) -> dict[str, str]:
         """Topic -> the log table its records go to."""
-        from recsys.eventlog.layout import EVENTS, IMPRESSIONS  # pyarrow: not for `recsys config`
+        from recsys.eventlog.layout import EVENTS, IMPRESSIONS, ITEMS  # pyarrow: not for `recsys config`
 
-        return {self.impressions_topic: IMPRESSIONS, self.events_topic: EVENTS}
+        return {self.impressions_topic: IMPRESSIONS, self.events_topic: EVENTS, self.items_topic: ITEMS}

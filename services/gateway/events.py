@@ -177,19 +177,21 @@ class SyncProducer:
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="event-produce")
 
-    def _produce(self, topic: str, events: Sequence[events_pb2.Event], timeout_s: float) -> int:
+    def _produce(self, topic: str, events: Sequence[Message], timeout_s: float, key=None) -> int:
         with self._lock:
             if self._producer is None:
                 self._producer = clients.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
-        futures = [clients.publish(self._producer, topic, e) for e in events]
+        futures = [clients.publish(self._producer, topic, e, None if key is None else key(e)) for e in events]
         self._producer.flush(timeout=max(timeout_s, 0.1))
         for fut in futures:
             fut.get(timeout=0)
         return len(futures)
 
-    def produce(self, topic: str, events: Sequence[events_pb2.Event], timeout_s: float) -> int:
+    def produce(self, topic: str, events: Sequence[Message], timeout_s: float, key=None) -> int:
+        """Produce every message (keyed by key(message), default its user_id) and wait for the acks; raises
+        Unavailable when Kafka did not acknowledge them all in time."""
         try:
-            return self._pool.submit(self._produce, topic, events, timeout_s).result(timeout=timeout_s + 0.2)
+            return self._pool.submit(self._produce, topic, events, timeout_s, key).result(timeout=timeout_s + 0.2)
         except Exception as exc:
             log.warning("event produce failed", extra={"error": repr(exc)})
             raise Unavailable("event stream unavailable, retry later") from exc

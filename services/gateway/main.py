@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 from recsys.common import config
+from recsys.common.kafka.changelog import ItemChangeFollower
 from recsys.common.logs import configure_logging
 from recsys.common.server import run_forever
 from recsys.gateway.admission import Admission
@@ -15,10 +16,11 @@ from recsys.gateway.events import AsyncPublisher, SyncProducer
 from recsys.gateway.experiments import Experiment
 from recsys.gateway.fallbacks import BatchLists
 from recsys.gateway.hops import Backends
+from recsys.gateway.items import LiveCatalog
 from recsys.gateway.pipeline import Recommender
 from recsys.gateway.rollout import CanaryExperiment, RolloutFollower
 from recsys.gateway.server import create_server
-from recsys.gateway.service import EventService, RecommendService
+from recsys.gateway.service import CatalogService, EventService, RecommendService
 from recsys.gateway.settings import GatewaySettings
 
 log = logging.getLogger("recsys.gateway")
@@ -46,12 +48,25 @@ def main(port: int | None = None) -> int:
     if missing:
         log.warning("backends not reachable yet; serving degraded until they are", extra={"backends": missing})
     admission = Admission(settings.max_full_path, settings.admission_wait_ms / 1000)
-    recommender = Recommender(settings, backends, experiment, popular, batch, admission)
-    server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer))
+    live = LiveCatalog(popular.genres)
+    follower = _follow_items(live, bootstrap)
+    if not follower.wait_caught_up(settings.catalog_wait_s):  # a restart must not serve what was deleted before
+        log.warning("serving before the items changelog caught up (Kafka slow or down)",
+                    extra={"waited_s": settings.catalog_wait_s})
+    recommender = Recommender(settings, backends, experiment, popular, batch, admission, live)
+    server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer),
+                           CatalogService(producer, live))
     try:
         run_forever(server)
     finally:
+        follower.stop()
         publisher.close()
         producer.close()
         backends.close()
     return 0
+
+
+def _follow_items(live: LiveCatalog, bootstrap: str) -> ItemChangeFollower:
+    """The items changelog into the live catalogue, on a thread (from the topic's beginning; the topic is made,
+    compacted, when missing)."""
+    return ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), live.apply, bootstrap, name="gateway").start()

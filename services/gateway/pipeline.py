@@ -17,6 +17,7 @@ from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
 from recsys.gateway.hops import Backends, HopResult, call_hop, feature_hop
+from recsys.gateway.items import LiveCatalog
 from recsys.gateway.rerank import FilterSpec, Scored, rerank
 from recsys.gateway.settings import GatewaySettings
 from recsys.model.spec import HISTORY_LEN
@@ -51,6 +52,7 @@ class Recommender:
         popular: PopularItems,
         batch: BatchLists,
         admission: Admission | None = None,
+        live: LiveCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.admission = admission or Admission(0, 0.0)
@@ -59,6 +61,8 @@ class Recommender:
         self.experiment = experiment
         self.popular = popular
         self.batch = batch
+        #: catalogue changes since the model: removed items (never served) and the genres of upserted items
+        self.live = live or LiveCatalog(popular.genres)
         self._rng = np.random.default_rng()  # exploration draws (the bit generator locks per call)
 
     def recommend(
@@ -119,13 +123,19 @@ class Recommender:
         logged_pool = [item.item_id for item in pool[:policy.pool_size(len(pool), len(top))]]
         return Outcome(response, variant, item_matrix, scores, logged_pool, policy.spec())
 
+    def vocabulary(self) -> frozenset[str]:
+        """Genres a filter may name: the model's catalogue's and those of items upserted since."""
+        return self.popular.vocabulary | self.live.vocabulary
+
     def _top(self, ranked: list[Scored], k: int, filters: FilterSpec, seen: frozenset[str]) -> list[Scored]:
-        """The re-ranked top k, topped up from popularity so a valid request gets k when the catalogue has them."""
-        genres_of = self.popular.genres
-        top = rerank(ranked, k, genres_of, filters, self.settings.genre_cap, seen)
+        """The re-ranked top k, topped up from popularity so a valid request gets k when the catalogue has them;
+        removed items never pass, whatever source brought them."""
+        live = self.live
+        genres_of, removed = live.genres, live.removed
+        top = rerank(ranked, k, genres_of, filters, self.settings.genre_cap, seen, removed)
         if len(top) < k:
-            top = rerank(top + self.popular.top(k + len(seen) + len(filters.exclude_item_ids) + 3 * k),
-                         k, genres_of, filters, 1.0, seen)
+            extra = k + len(seen) + len(filters.exclude_item_ids) + 3 * k + len(removed)
+            top = rerank(top + self.popular.top(extra), k, genres_of, filters, 1.0, seen, removed)
         return top
 
     def _retrieval_k(self, variant: Variant) -> int:
@@ -148,9 +158,13 @@ class Recommender:
 
         # Stage 2: candidates (ANN in Milvus), excluding what the user saw and what the caller excluded.
         retrieval_k = self._retrieval_k(variant)
+        # The index knows the model's genres only: a genre that came with an upserted item is filtered here
+        # (an include list naming one asks the index for everything; the re-rank keeps what passes).
+        known = self.popular.vocabulary
+        include = sorted(filters.include_genres) if filters.include_genres <= known else []
         cand_filter = candidates_pb2.ItemFilter(
-            include_genres=sorted(filters.include_genres),
-            exclude_genres=sorted(filters.exclude_genres),
+            include_genres=include,
+            exclude_genres=sorted(filters.exclude_genres & known),
             exclude_item_ids=sorted(filters.exclude_item_ids | seen),
         )
         retrieve = note(call_hop(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import NamedTuple
@@ -44,8 +44,10 @@ def rerank(
     filters: FilterSpec,
     genre_cap: float,
     seen: frozenset[str] = frozenset(),
+    blocked: Container[str] = frozenset(),
 ) -> list[Scored]:
-    """Top k by score: distinct, unseen, admitted by the filters, and no genre above genre_cap of k.
+    """Top k by score: distinct, unseen, not blocked (removed from the catalogue), admitted by the filters, and
+    no genre above genre_cap of k.
 
     Items held back only by the genre cap fill the list when too few others remain.
     """
@@ -55,7 +57,7 @@ def rerank(
     held_back: list[Scored] = []
     taken: set[str] = set()
     for item in sorted(items, key=_SCORE, reverse=True):  # stable: ties keep their order
-        if item.item_id in taken or item.item_id in seen:
+        if item.item_id in taken or item.item_id in seen or item.item_id in blocked:
             continue
         genres = genres_of.get(item.item_id, frozenset())
         if not filters.admits(item.item_id, genres):

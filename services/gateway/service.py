@@ -8,13 +8,15 @@ import time
 
 from recsys.common import config
 from recsys.common.errors import InvalidArgument
+from recsys.common.kafka.changelog import item_key
 from recsys.gateway import metrics
 from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
+from recsys.gateway.items import LiveCatalog, validate_deletes, validate_upserts
 from recsys.gateway.pipeline import Outcome, Recommender
 from recsys.gateway.rerank import FilterSpec
 from recsys.gateway.settings import GatewaySettings
 from recsys.model.spec import feature_name
-from recsys.v1 import events_pb2, recommend_pb2
+from recsys.v1 import catalog_pb2, events_pb2, recommend_pb2
 
 
 def validate_recommend(
@@ -66,7 +68,7 @@ class RecommendService:
         self, request: recommend_pb2.RecommendRequest, remaining_s: float | None, request_id: str
     ) -> recommend_pb2.RecommendResponse:
         """The answer to one request (`remaining_s`: the caller's deadline, None when it set none)."""
-        filters = validate_recommend(request, self.settings, self.recommender.popular.vocabulary)
+        filters = validate_recommend(request, self.settings, self.recommender.vocabulary())
         outcome = self.recommender.recommend(
             request.user_id, request.k, filters, dict(request.context),
             caller_remaining_s=remaining_s, request_id=request_id,
@@ -114,3 +116,28 @@ class EventService:
         timeout = 5.0 if remaining is None else max(0.05, min(5.0, remaining / 2))
         accepted = self.producer.produce(config.KAFKA_EVENTS_TOPIC.str(), events, timeout)
         return events_pb2.PublishResponse(accepted=accepted)
+
+
+class CatalogService:
+    """UpsertItems / DeleteItems: validated, produced to the items topic and acknowledged by Kafka, then applied
+    to this gateway's live catalogue (so its own answers honour a change from the moment the call returns)."""
+
+    def __init__(self, producer: SyncProducer, live: LiveCatalog) -> None:
+        self.producer = producer
+        self.live = live
+
+    def _produce(self, changes: list[catalog_pb2.ItemChange], remaining: float | None) -> int:
+        timeout = 5.0 if remaining is None else max(0.05, min(5.0, remaining / 2))
+        accepted = self.producer.produce(config.KAFKA_ITEMS_TOPIC.str(), changes, timeout, key=item_key)
+        self.live.apply(changes)
+        return accepted
+
+    def upsert(self, request: catalog_pb2.UpsertItemsRequest, remaining: float | None):
+        """Create or replace whole items (unset availability = available)."""
+        accepted = self._produce(validate_upserts(request.items), remaining)
+        return catalog_pb2.UpsertItemsResponse(accepted=accepted)
+
+    def delete(self, request: catalog_pb2.DeleteItemsRequest, remaining: float | None):
+        """Delete items: never served again by any source once this returns."""
+        accepted = self._produce(validate_deletes(request.item_ids), remaining)
+        return catalog_pb2.DeleteItemsResponse(accepted=accepted)

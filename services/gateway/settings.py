@@ -79,6 +79,13 @@ PREDICTION_SAMPLE = declare(
 )
 
 
+CATALOG_WAIT_S = declare(
+    "RECSYS_GATEWAY_CATALOG_WAIT_S", 10.0,
+    "At start, how long the gateway waits to have read the items changelog (deletions made before it started) "
+    "before it serves", "gateway",
+)
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """Everything the gateway reads from the environment."""
@@ -106,6 +113,7 @@ class GatewaySettings:
     prediction_sample: float
     rollout_refresh_s: float = 2.0
     exploration: str = ""
+    catalog_wait_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -133,4 +141,5 @@ class GatewaySettings:
             admission_wait_ms=max(0.0, ADMISSION_WAIT_MS.float()),
             prediction_sample=PREDICTION_SAMPLE.float(),
             rollout_refresh_s=ROLLOUT_REFRESH_S.float(),
+            catalog_wait_s=max(0.0, CATALOG_WAIT_S.float()),
         )

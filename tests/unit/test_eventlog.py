@@ -19,7 +19,7 @@ from recsys.common.config import ConfigError
 from recsys.common.kafka.codec import UndecodableMessage, encode
 from recsys.eventlog import layout, retention, sink
 from recsys.eventlog.batch import PartitionBatch, split_by_hour
-from recsys.eventlog.layout import EVENTS, IMPRESSIONS, FileName
+from recsys.eventlog.layout import EVENTS, IMPRESSIONS, ITEMS, FileName
 from recsys.eventlog.settings import EventLogSettings
 from recsys.eventlog.stats import table_stats
 from recsys.v1 import events_pb2
@@ -199,11 +199,12 @@ def test_file_uris_and_object_store_writes_go_through_pyarrow_filesystems(tmp_pa
 
 def test_settings_default_to_the_var_dir_and_refuse_one_topic_for_both(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("RECSYS_VAR_DIR", str(tmp_path))
-    for name in ("RECSYS_EVENTLOG_URI", "RECSYS_KAFKA_EVENTS_TOPIC", "RECSYS_KAFKA_IMPRESSIONS_TOPIC"):
+    for name in ("RECSYS_EVENTLOG_URI", "RECSYS_KAFKA_EVENTS_TOPIC", "RECSYS_KAFKA_IMPRESSIONS_TOPIC",
+                 "RECSYS_KAFKA_ITEMS_TOPIC"):
         monkeypatch.delenv(name, raising=False)
     settings = EventLogSettings.from_env()
     assert settings.uri == str(tmp_path / "eventlog") and settings.group == "recsys-eventlog"
-    assert settings.tables == {"recsys.impressions": IMPRESSIONS, "recsys.events": EVENTS}
+    assert settings.tables == {"recsys.impressions": IMPRESSIONS, "recsys.events": EVENTS, "recsys.items": ITEMS}
     monkeypatch.setenv("RECSYS_KAFKA_IMPRESSIONS_TOPIC", "recsys.events")
     with pytest.raises(ConfigError, match="must differ"):
         EventLogSettings.from_env()
@@ -389,3 +390,20 @@ def test_a_revoked_partition_drops_its_batch_and_a_failed_commit_is_survived(tmp
     writer.run()  # stops at once, writing what it holds; the commit fails, the files say where to resume
     assert layout.read_table(str(tmp_path), EVENTS).column("offset").to_pylist() == [0]
     assert consumer.commits == []
+
+
+def test_item_changes_become_rows_of_the_items_table_which_retention_keeps():
+    from recsys.eventlog.batch import PartitionBatch
+    from recsys.eventlog.layout import KEPT_FOREVER
+    from recsys.v1 import catalog_pb2
+
+    batch = PartitionBatch("items", 0, ITEMS)
+    up = catalog_pb2.ItemChange(change_id="c1", timestamp_ms=5, upsert=catalog_pb2.Item(
+        item_id="i1", title="T", genres=["drama"], attributes={"year": "1999"}))
+    gone = catalog_pb2.ItemChange(change_id="c2", timestamp_ms=6, delete_item_id="i2")
+    for offset, change in enumerate((up, gone)):
+        batch.add(record("items", 0, offset, change.SerializeToString()))
+    rows = batch.to_table().to_pylist()
+    assert [(r["op"], r["item_id"], r["available"]) for r in rows] == [("upsert", "i1", True), ("delete", "i2", False)]
+    assert rows[0]["genres"] == ["drama"] and rows[0]["attributes"] == [("year", "1999")] and rows[1]["offset"] == 1
+    assert ITEMS in KEPT_FOREVER

@@ -81,9 +81,9 @@ def make_producer(bootstrap: str | None = None, *, linger_ms: int = 5, **overrid
     return KafkaProducer(**config)
 
 
-def publish(producer: KafkaProducer, topic: str, message: Message):
-    """Send `message` keyed by its user_id; returns the send future."""
-    return producer.send(topic, key=getattr(message, "user_id", "") or None, value=message)
+def publish(producer: KafkaProducer, topic: str, message: Message, key: str | None = None):
+    """Send `message` keyed by `key` (default: its user_id); returns the send future."""
+    return producer.send(topic, key=key if key is not None else getattr(message, "user_id", "") or None, value=message)
 
 
 BATCHED_FETCH_MIN_BYTES = 1024 * 1024

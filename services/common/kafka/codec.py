@@ -12,7 +12,7 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 from kafka.serializer import Serializer
 
-from recsys.v1 import events_pb2
+from recsys.v1 import catalog_pb2, events_pb2
 
 M = TypeVar("M", bound=Message)
 
@@ -21,6 +21,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     "Event": events_pb2.Event,
     "Impression": events_pb2.Impression,
     "PredictionLog": events_pb2.PredictionLog,
+    "ItemChange": catalog_pb2.ItemChange,
 }
 
 
