@@ -24,7 +24,7 @@ DRAFT = "http://json-schema.org/draft-07/schema#"
 COMPONENTS = ["gateway", "features", "candidates", "ranking", "monitoring"]
 INFRA = ["milvus", "redis", "kafka"]
 RANKERS = ["dcn", "lightgbm"]
-TOPICS = ["events", "impressions", "predictions", "deadLetter"]
+TOPICS = ["events", "impressions", "predictions", "deadLetter", "items"]
 
 Schema = dict[str, Any]
 

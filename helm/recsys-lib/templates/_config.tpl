@@ -92,6 +92,7 @@ RECSYS_KAFKA_EVENTS_TOPIC: {{ $topics.events | default "recsys.events" | quote }
 RECSYS_KAFKA_IMPRESSIONS_TOPIC: {{ $topics.impressions | default "recsys.impressions" | quote }}
 RECSYS_KAFKA_PREDICTIONS_TOPIC: {{ $topics.predictions | default "recsys.predictions" | quote }}
 RECSYS_KAFKA_DLQ_TOPIC: {{ $topics.deadLetter | default "recsys.dead-letter" | quote }}
+RECSYS_KAFKA_ITEMS_TOPIC: {{ $topics.items | default "recsys.items" | quote }}
 RECSYS_KAFKA_SECURITY_PROTOCOL: {{ $kafka.securityProtocol | default "PLAINTEXT" | quote }}
 {{- if include "recsys.kafka.sasl" . }}
 RECSYS_KAFKA_SASL_MECHANISM: {{ $kafka.saslMechanism | default "SCRAM-SHA-512" | quote }}
