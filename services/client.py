@@ -90,17 +90,21 @@ class RecsysClient:
                                              exclude_item_ids=exclude_item_ids or []),
         )
         r = self._recommend.Recommend(request, timeout=timeout_s or self.timeout_s, metadata=request_metadata())
-        return Recommendations(
-            request_id=r.request_id,
-            items=[Item(i.item_id, i.score, i.position, SOURCES.get(i.source, "unknown"), i.propensity or 1.0)
-                   for i in r.items],
-            variant=r.variant, degraded=r.degraded, degraded_reasons=list(r.degraded_reasons),
-            timings_ms={t.hop: t.ms for t in r.timings}, model=r.model, model_version=r.model_version,
-        )
+        return _recommendations(r)
 
     def publish(self, events: list[events_pb2.Event], timeout_s: float = 5.0) -> int:
         """Send product events (click, rating, purchase, view); returns how many were accepted."""
         return self._events.Publish(events_pb2.PublishRequest(events=events), timeout=timeout_s).accepted
+
+    def similar(self, item_id: str, k: int = 10, *, user_id: str = "", include_genres: list[str] | None = None,
+                exclude_genres: list[str] | None = None, timeout_s: float | None = None) -> Recommendations:
+        """Items like item_id (ranked for user_id when given); an unknown item gets its category's popular items."""
+        request = recommend_pb2.SimilarItemsQuery(
+            item_id=item_id, k=k, user_id=user_id,
+            filter=candidates_pb2.ItemFilter(include_genres=include_genres or [], exclude_genres=exclude_genres or []),
+        )
+        r = self._recommend.SimilarItems(request, timeout=timeout_s or self.timeout_s, metadata=request_metadata())
+        return _recommendations(r)
 
     def upsert_items(self, items: list[catalog_pb2.Item], timeout_s: float = 5.0) -> int:
         """Create or replace items (acknowledged by Kafka on return); returns how many were accepted."""
@@ -147,3 +151,13 @@ class RecsysClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _recommendations(r: recommend_pb2.RecommendResponse) -> Recommendations:
+    return Recommendations(
+        request_id=r.request_id,
+        items=[Item(i.item_id, i.score, i.position, SOURCES.get(i.source, "unknown"), i.propensity or 1.0)
+               for i in r.items],
+        variant=r.variant, degraded=r.degraded, degraded_reasons=list(r.degraded_reasons),
+        timings_ms={t.hop: t.ms for t in r.timings}, model=r.model, model_version=r.model_version,
+    )

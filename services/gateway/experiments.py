@@ -27,6 +27,8 @@ class Variant:
     #: "none" = the top k as ranked). None: the control serves without exploration, every other variant with the
     #: gateway's default (RECSYS_GATEWAY_EXPLORATION).
     exploration: str | None = None
+    #: Share of the k slots reserved for new items (the FRESH source); None = RECSYS_GATEWAY_FRESH_SHARE.
+    fresh_share: float | None = None
 
     @property
     def policy(self) -> ExplorationPolicy:
@@ -58,6 +60,8 @@ class Experiment:
         for v in variants:
             if v.ranker not in RANKERS:
                 raise ConfigError(f"variant {v.name}: unknown ranker {v.ranker!r} (one of {', '.join(RANKERS)})")
+            if v.fresh_share is not None and not 0.0 <= v.fresh_share <= 1.0:
+                raise ConfigError(f"variant {v.name}: fresh_share must be within 0..1 (got {v.fresh_share})")
         variants = [_with_exploration(v, default_exploration if i else "none") for i, v in enumerate(variants)]
         self.variants = variants
         self.salt = salt

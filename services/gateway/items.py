@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from recsys.common.errors import InvalidArgument
 from recsys.model.spec import feature_name
@@ -104,6 +104,9 @@ class LiveCatalog:
         self.removed: frozenset[str] = frozenset()
         self.genres: GenresView = GenresView(self.base_genres, {})
         self.vocabulary: frozenset[str] = frozenset()  # genres of upserted items
+        #: items the model has never seen (not in its catalogue), available, newest first: (published_ms, item_id)
+        self.fresh: tuple[tuple[int, str], ...] = ()
+        self._fresh: dict[str, int] = {}
         self._stamps: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -124,11 +127,29 @@ class LiveCatalog:
                     overrides[item_id] = frozenset(feature_name(g) for g in change.upsert.genres)
                     if is_available(change.upsert):
                         removed.discard(item_id)
+                        if item_id not in self.base_genres:
+                            self._fresh[item_id] = change.upsert.published_at_ms or change.timestamp_ms
                         continue
                 removed.add(item_id)
+                self._fresh.pop(item_id, None)
             self.removed = frozenset(removed)
             self.genres = GenresView(self.base_genres, overrides)
             self.vocabulary = frozenset(g for gs in overrides.values() for g in gs)
+            self.fresh = tuple(sorted(((ms, i) for i, ms in self._fresh.items()), reverse=True))
+
+    def fresh_items(self, now_ms: int, window_s: float, admits: Callable[[str], bool], limit: int) -> list[str]:
+        """Up to `limit` new items published within the last window_s (not in the future), newest first, that
+        `admits` lets through."""
+        oldest = now_ms - int(window_s * 1000)
+        out: list[str] = []
+        for published, item_id in self.fresh:
+            if published > now_ms:
+                continue
+            if published < oldest or len(out) >= limit:
+                break
+            if admits(item_id):
+                out.append(item_id)
+        return out
 
 
 class GenresView(Mapping[str, frozenset[str]]):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.common.feature_client import FeatureClient
+from recsys.gateway import fresh
 from recsys.gateway.admission import Admission
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
@@ -88,17 +89,22 @@ class Recommender:
                 reasons.append(f"{hop.name}: {hop.status}")
             return hop
 
+        fresh_slots = fresh.slots(variant, k, self.settings, self.live)
         with self.admission.slot() as admitted:
             if admitted:
                 ranked, item_matrix, model, version, seen = self._full_path(
-                    user_id, filters, variant, context, budget, md, note, reasons
+                    user_id, filters, variant, context, budget, md, note, reasons, fresh_slots > 0
                 )
             else:  # every full-path slot busy: answer from the fallbacks at once, costing the backends nothing
                 reasons.append("gateway: overloaded")
                 ranked = self._fallback_candidates(user_id, variant)
+                if fresh_slots:
+                    ranked = ranked + fresh.candidates(self.live, self.settings, filters, frozenset())
                 item_matrix, model, version, seen = None, "", "", frozenset()
 
         top = self._top(ranked, k, filters, seen)
+        if fresh_slots:
+            top = fresh.reserve(top, ranked, fresh_slots, k)
         pool, policy = top, variant.policy
         if policy.active:  # the explore pool: the next best admitted items after the top k
             pool = top + self._top(ranked, policy.pool, filters, seen | {item.item_id for item in top})
@@ -123,6 +129,72 @@ class Recommender:
         logged_pool = [item.item_id for item in pool[:policy.pool_size(len(pool), len(top))]]
         return Outcome(response, variant, item_matrix, scores, logged_pool, policy.spec())
 
+    def similar(
+        self,
+        item_id: str,
+        k: int,
+        filters: FilterSpec,
+        user_id: str = "",
+        context: dict[str, str] | None = None,
+        caller_remaining_s: float | None = None,
+        request_id: str | None = None,
+    ) -> recommend_pb2.RecommendResponse:
+        """Items like `item_id`: its nearest neighbours by item embedding (the candidate service), filtered and,
+        for a user, ranked by the user's variant's ranker; an unknown item (or the index down) falls back to the
+        popular items of its genres, else everyone's. Same budget, hops and degradation as Recommend."""
+        s = self.settings
+        budget = Budget(s.budget_ms, s.rerank_reserve_ms, caller_remaining_s)
+        request_id = request_id or uuid.uuid4().hex
+        variant = self.experiment.assign(user_id or item_id)
+        md = (("x-request-id", request_id),)
+        timings: list[HopResult] = []
+        reasons: list[str] = []
+
+        def note(hop: HopResult) -> HopResult:
+            timings.append(hop)
+            if not hop.ok and hop.status != "NOT_FOUND":
+                reasons.append(f"{hop.name}: {hop.status}")
+            return hop
+
+        model = version = ""
+        known = self.popular.vocabulary
+        with self.admission.slot() as admitted:
+            neighbours = None
+            if admitted:
+                near = note(call_hop(
+                    "similar", self.backends.candidates.SimilarItems,
+                    candidates_pb2.SimilarItemsRequest(item_id=item_id, k=self._retrieval_k(variant), filter=(
+                        candidates_pb2.ItemFilter(
+                            include_genres=sorted(filters.include_genres) if filters.include_genres <= known else [],
+                            exclude_genres=sorted(filters.exclude_genres & known)))),
+                    budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
+                ))
+                if near.ok:
+                    neighbours = [Scored(c.item_id, c.score, c.source) for c in near.value.candidates]
+            else:
+                reasons.append("gateway: overloaded")
+            if neighbours is None:  # unknown item, or no index: the popular items of its genres, else everyone's
+                genres = self.live.genres.get(item_id, frozenset())
+                pool = self.popular.top(self._retrieval_k(variant) * 4 + len(self.live.removed))
+                neighbours = [c for c in pool if self.live.genres.get(c.item_id, frozenset()) & genres] or pool
+            if admitted and user_id and neighbours:
+                user = note(feature_hop(
+                    "user_features", self.features.user, user_id, recent_limit=0,
+                    timeout_s=budget.hop_timeout(HOP_CAP_MS["user_features"]), metadata=md,
+                ))
+                user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
+                neighbours, _, model, version = self._rank(
+                    user_id, neighbours, user_features, variant, context or {}, budget, md, note)
+        top = self._top(neighbours, k, filters, frozenset({item_id}))
+        response = recommend_pb2.RecommendResponse(
+            request_id=request_id, variant=variant.name, degraded=bool(reasons), degraded_reasons=reasons,
+            timings=[t.timing() for t in timings], model=model, model_version=version,
+            items=[recommend_pb2.RecommendedItem(item_id=c.item_id, score=c.score, position=i, source=c.source,
+                                                 propensity=1.0) for i, c in enumerate(top)],
+        )
+        response.timings.append(recommend_pb2.HopTiming(hop="total", ms=budget.elapsed_ms(), status="ok"))
+        return response
+
     def vocabulary(self) -> frozenset[str]:
         """Genres a filter may name: the model's catalogue's and those of items upserted since."""
         return self.popular.vocabulary | self.live.vocabulary
@@ -145,7 +217,7 @@ class Recommender:
         """Candidates without the candidate service: the user's batch list, else the popular items."""
         return self.batch.for_user(user_id) or self.popular.top(self._retrieval_k(variant))
 
-    def _full_path(self, user_id, filters, variant, context, budget, md, note, reasons):
+    def _full_path(self, user_id, filters, variant, context, budget, md, note, reasons, with_fresh=False):
         """User context, candidates, item features and ranking; (ranked, item matrix, model, version, seen)."""
         # Stage 1: the user's context, features and recent items, in one call.
         user = note(feature_hop(
@@ -186,6 +258,10 @@ class Recommender:
             candidates = self._fallback_candidates(user_id, variant)
             if retrieve.ok:
                 reasons.append("candidates: empty")
+        if with_fresh:  # new items compete for their reserved slots by the same ranker's score
+            known = {c.item_id for c in candidates}
+            new = fresh.candidates(self.live, self.settings, filters, seen)
+            candidates = candidates + [c for c in new if c.item_id not in known]
 
         # Stage 3 + 4: item features, then the ranker of this variant.
         ranked, item_matrix, model, version = self._rank(

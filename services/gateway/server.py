@@ -27,6 +27,9 @@ class RecommendServicer(recommend_pb2_grpc.RecommendServiceServicer):
     def Recommend(self, request: recommend_pb2.RecommendRequest, context: grpc.ServicerContext):
         return self.service.recommend(request, context.time_remaining(), request_id_from(context))
 
+    def SimilarItems(self, request: recommend_pb2.SimilarItemsQuery, context: grpc.ServicerContext):
+        return self.service.similar(request, context.time_remaining(), request_id_from(context))
+
 
 class EventServicer(events_pb2_grpc.EventServiceServicer):
     def __init__(self, service: EventService) -> None:

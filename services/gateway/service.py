@@ -77,6 +77,22 @@ class RecommendService:
         metrics.observe(outcome.response)
         return outcome.response
 
+    def similar(
+        self, request: recommend_pb2.SimilarItemsQuery, remaining_s: float | None, request_id: str
+    ) -> recommend_pb2.RecommendResponse:
+        """Items like request.item_id (validated like Recommend; user_id optional)."""
+        if not request.item_id.strip():
+            raise InvalidArgument("item_id", "required")
+        if len(request.item_id) > 128:
+            raise InvalidArgument("item_id", "longer than 128 characters")
+        probe = recommend_pb2.RecommendRequest(user_id=request.user_id or request.item_id, k=request.k,
+                                               context=request.context, filter=request.filter)
+        filters = validate_recommend(probe, self.settings, self.recommender.vocabulary())
+        response = self.recommender.similar(request.item_id, request.k, filters, request.user_id,
+                                            dict(request.context), remaining_s, request_id)
+        metrics.observe(response)
+        return response
+
     def _publish(self, user_id: str, outcome: Outcome) -> None:
         r = outcome.response
         ts = int(time.time() * 1000)

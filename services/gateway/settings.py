@@ -86,6 +86,21 @@ CATALOG_WAIT_S = declare(
 )
 
 
+FRESH_SHARE = declare(
+    "RECSYS_GATEWAY_FRESH_SHARE", 0.1,
+    "Share of the k slots the FRESH source reserves for new items (upserted, unknown to the model, recently "
+    "published) in variants that set no fresh_share of their own (RECSYS_EXPERIMENTS); 0 = none", "gateway",
+)
+FRESH_POOL = declare(
+    "RECSYS_GATEWAY_FRESH_POOL", 20, "The newest new items that pass the filters and compete, by the ranker's "
+    "score, for the FRESH slots", "gateway",
+)
+FRESH_WINDOW_S = declare(
+    "RECSYS_GATEWAY_FRESH_WINDOW_S", 7 * 86_400.0, "An item counts as new this long after it was published",
+    "gateway",
+)
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """Everything the gateway reads from the environment."""
@@ -114,6 +129,9 @@ class GatewaySettings:
     rollout_refresh_s: float = 2.0
     exploration: str = ""
     catalog_wait_s: float = 10.0
+    fresh_share: float = 0.1
+    fresh_pool: int = 20
+    fresh_window_s: float = 7 * 86_400.0
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -142,4 +160,7 @@ class GatewaySettings:
             prediction_sample=PREDICTION_SAMPLE.float(),
             rollout_refresh_s=ROLLOUT_REFRESH_S.float(),
             catalog_wait_s=max(0.0, CATALOG_WAIT_S.float()),
+            fresh_share=min(1.0, max(0.0, FRESH_SHARE.float())),
+            fresh_pool=max(0, FRESH_POOL.int()),
+            fresh_window_s=max(0.0, FRESH_WINDOW_S.float()),
         )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recsys.v1 import candidates_pb2 as recsys_dot_v1_dot_candidates__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/recommend.proto\x12\trecsys.v1\x1a\x1arecsys/v1/candidates.proto\"\xc0\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x39\n\x07\x63ontext\x18\x03 \x03(\x0b\x32(.recsys.v1.RecommendRequest.ContextEntry\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.recsys.v1.ItemFilter\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08position\x18\x03 \x01(\x05\x12*\n\x06source\x18\x04 \x01(\x0e\x32\x1a.recsys.v1.CandidateSource\x12\x12\n\npropensity\x18\x05 \x01(\x02\"4\n\tHopTiming\x12\x0b\n\x03hop\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x02\x12\x0e\n\x06status\x18\x03 \x01(\t\"\xdc\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.recsys.v1.RecommendedItem\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12%\n\x07timings\x18\x06 \x03(\x0b\x32\x14.recsys.v1.HopTiming\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t2Z\n\x10RecommendService\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19recsys/v1/recommend.proto\x12\trecsys.v1\x1a\x1arecsys/v1/candidates.proto\"\xc0\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x39\n\x07\x63ontext\x18\x03 \x03(\x0b\x32(.recsys.v1.RecommendRequest.ContextEntry\x12%\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x15.recsys.v1.ItemFilter\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x83\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08position\x18\x03 \x01(\x05\x12*\n\x06source\x18\x04 \x01(\x0e\x32\x1a.recsys.v1.CandidateSource\x12\x12\n\npropensity\x18\x05 \x01(\x02\"4\n\tHopTiming\x12\x0b\n\x03hop\x18\x01 \x01(\t\x12\n\n\x02ms\x18\x02 \x01(\x02\x12\x0e\n\x06status\x18\x03 \x01(\t\"\xdc\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.recsys.v1.RecommendedItem\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x18\n\x10\x64\x65graded_reasons\x18\x05 \x03(\t\x12%\n\x07timings\x18\x06 \x03(\x0b\x32\x14.recsys.v1.HopTiming\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rmodel_version\x18\x08 \x01(\t\"\xd3\x01\n\x11SimilarItemsQuery\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12%\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x15.recsys.v1.ItemFilter\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12:\n\x07\x63ontext\x18\x05 \x03(\x0b\x32).recsys.v1.SimilarItemsQuery.ContextEntry\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xa6\x01\n\x10RecommendService\x12\x46\n\tRecommend\x12\x1b.recsys.v1.RecommendRequest\x1a\x1c.recsys.v1.RecommendResponse\x12J\n\x0cSimilarItems\x12\x1c.recsys.v1.SimilarItemsQuery\x1a\x1c.recsys.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_SIMILARITEMSQUERY_CONTEXTENTRY']._loaded_options = None
+  _globals['_SIMILARITEMSQUERY_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_RECOMMENDREQUEST']._serialized_start=69
   _globals['_RECOMMENDREQUEST']._serialized_end=261
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=215
@@ -44,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOPTIMING']._serialized_end=449
   _globals['_RECOMMENDRESPONSE']._serialized_start=452
   _globals['_RECOMMENDRESPONSE']._serialized_end=672
-  _globals['_RECOMMENDSERVICE']._serialized_start=674
-  _globals['_RECOMMENDSERVICE']._serialized_end=764
+  _globals['_SIMILARITEMSQUERY']._serialized_start=675
+  _globals['_SIMILARITEMSQUERY']._serialized_end=886
+  _globals['_SIMILARITEMSQUERY_CONTEXTENTRY']._serialized_start=215
+  _globals['_SIMILARITEMSQUERY_CONTEXTENTRY']._serialized_end=261
+  _globals['_RECOMMENDSERVICE']._serialized_start=889
+  _globals['_RECOMMENDSERVICE']._serialized_end=1055
 # @@protoc_insertion_point(module_scope)

@@ -69,3 +69,24 @@ class RecommendResponse(_message.Message):
     model: str
     model_version: str
     def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., variant: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., timings: _Optional[_Iterable[_Union[HopTiming, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class SimilarItemsQuery(_message.Message):
+    __slots__ = ("item_id", "k", "filter", "user_id", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    k: int
+    filter: _candidates_pb2.ItemFilter
+    user_id: str
+    context: _containers.ScalarMap[str, str]
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[_candidates_pb2.ItemFilter, _Mapping]] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -39,6 +39,11 @@ class RecommendServiceStub:
                 request_serializer=recsys_dot_v1_dot_recommend__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=recsys_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/recsys.v1.RecommendService/SimilarItems',
+                request_serializer=recsys_dot_v1_dot_recommend__pb2.SimilarItemsQuery.SerializeToString,
+                response_deserializer=recsys_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendServiceServicer:
@@ -50,12 +55,23 @@ class RecommendServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarItems(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Recommend': grpc.unary_unary_rpc_method_handler(
                     servicer.Recommend,
                     request_deserializer=recsys_dot_v1_dot_recommend__pb2.RecommendRequest.FromString,
+                    response_serializer=recsys_dot_v1_dot_recommend__pb2.RecommendResponse.SerializeToString,
+            ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=recsys_dot_v1_dot_recommend__pb2.SimilarItemsQuery.FromString,
                     response_serializer=recsys_dot_v1_dot_recommend__pb2.RecommendResponse.SerializeToString,
             ),
     }
@@ -85,6 +101,33 @@ class RecommendService:
             target,
             '/recsys.v1.RecommendService/Recommend',
             recsys_dot_v1_dot_recommend__pb2.RecommendRequest.SerializeToString,
+            recsys_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recsys.v1.RecommendService/SimilarItems',
+            recsys_dot_v1_dot_recommend__pb2.SimilarItemsQuery.SerializeToString,
             recsys_dot_v1_dot_recommend__pb2.RecommendResponse.FromString,
             options,
             channel_credentials,

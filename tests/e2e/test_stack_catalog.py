@@ -112,3 +112,45 @@ def test_a_changed_genre_is_honoured_by_the_filters(stack):
         hidden, _ = _served(client, users)
         assert item not in hidden
     assert back is not None
+
+
+def test_similar_items_within_the_budget_ranked_for_a_user_and_never_a_removed_item(stack):
+    users = _users(stack, 20)
+    items = _popular(stack, 60)[20:50]
+    with RecsysClient(stack.gateway, timeout_s=2.0) as client:
+        answers = [client.similar(item, 10) for item in items]
+        for item, recs in zip(items, answers, strict=True):
+            ids = [i.item_id for i in recs.items]
+            assert len(ids) == 10 and len(set(ids)) == 10 and item not in ids
+        fine = [r for r in answers if not r.degraded]
+        assert len(fine) >= 25, [r.degraded_reasons for r in answers if r.degraded]
+        assert {i.source for r in fine for i in r.items} >= {"ann"}
+        totals = sorted(r.timings_ms["total"] for r in answers)
+        assert totals[int(0.99 * (len(totals) - 1))] < 100
+        ranked = client.similar(items[0], 10, user_id=users[0])
+        assert ranked.model and {"similar", "user_features", "item_features", "rank"} <= set(ranked.timings_ms)
+        removed = _popular(stack, 5)  # deleted by the test above
+        assert not {i.item_id for r in answers for i in r.items} & set(removed)
+        unknown = client.similar("no-such-item", 5)  # unknown: popular items, not an error
+        assert len(unknown.items) == 5 and not unknown.degraded
+        with pytest.raises(grpc.RpcError) as err:
+            client.similar("", 5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("item_id")
+
+
+def test_a_new_item_takes_its_fresh_slot_from_the_moment_its_upsert_returns(stack):
+    users = _users(stack, 20)
+    with RecsysClient(stack.gateway, timeout_s=2.0) as client:
+        try:
+            assert client.upsert_items([catalog_pb2.Item(item_id="brand-new-1", title="New")]) == 1
+            answers = [client.recommend(u, 10) for u in users]
+            similar = client.similar(_popular(stack, 30)[25], 10)
+        finally:
+            client.delete_items(["brand-new-1"])  # later tests train on the logged traffic: leave no new item
+        after = [client.recommend(u, 10) for u in users[:5]]
+    for recs in answers:  # k=10 at the default share 0.1: one slot, and this is the only new item
+        fresh = [i for i in recs.items if i.item_id == "brand-new-1"]
+        assert len(fresh) == 1 and fresh[0].source == "fresh", recs
+    assert sum(r.degraded for r in answers) <= 2, [r.degraded_reasons for r in answers if r.degraded]
+    assert "brand-new-1" not in {i.item_id for i in similar.items}  # more-like-this has no fresh slots
+    assert not {i.item_id for r in after for i in r.items} & {"brand-new-1"}

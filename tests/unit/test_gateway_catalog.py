@@ -69,3 +69,32 @@ def test_genres_of_upserted_items_override_the_models():
     assert live.genres.get("old") == {"horror"} and live.genres.get("new") == {"sci_fi"}
     assert live.genres.get("kept") == {"drama"} and live.genres.get("nope", frozenset()) == frozenset()
     assert len(live.genres) == 3
+
+
+def test_new_items_are_fresh_until_removed_and_only_within_the_window():
+    from dataclasses import replace
+
+    from recsys.gateway import fresh
+    from recsys.gateway.experiments import Variant
+    from recsys.gateway.rerank import FilterSpec, Scored
+    from recsys.gateway.settings import GatewaySettings
+
+    live = LiveCatalog({"known": frozenset({"drama"})})
+    live.apply([upsert("known", 1), upsert("new1", 2), upsert("new2", 3, genres=("Horror",)), upsert("gone", 4)])
+    live.apply([delete("gone", 5)])
+    assert [i for _, i in live.fresh] == ["new2", "new1"]  # newest first; the model's own item is not new
+    assert live.fresh_items(10, 1.0, lambda i: True, 5) == ["new2", "new1"]
+    assert live.fresh_items(10, 0.0075, lambda i: True, 5) == ["new2"]  # 7.5 ms window: published at 3 ms only
+    assert live.fresh_items(10, 1.0, lambda i: i != "new2", 5) == ["new1"]
+
+    settings = replace(GatewaySettings.from_env(), fresh_window_s=1e12)  # the test's items date from 1970
+    assert fresh.slots(Variant("v", 1.0), 10, settings, live) == 1  # the default share 0.1
+    assert fresh.slots(Variant("v", 1.0, fresh_share=0.3), 10, settings, live) == 3
+    assert fresh.slots(Variant("v", 1.0, fresh_share=0.0), 10, settings, live) == 0
+    horror = fresh.candidates(live, settings, FilterSpec(include_genres=frozenset({"horror"})), frozenset())
+    assert [c.item_id for c in horror] == ["new2"] and horror[0].source == fresh.FRESH
+
+    top = [Scored(f"i{n}", 10.0 - n, 1) for n in range(4)]
+    ranked = top + [Scored("new1", 0.5, fresh.FRESH), Scored("new2", 0.9, fresh.FRESH)]
+    assert [c.item_id for c in fresh.reserve(top, ranked, 1, 4)] == ["i0", "i1", "i2", "new2"]
+    assert [c.item_id for c in fresh.reserve(top[:2], ranked, 2, 4)] == ["i0", "i1", "new2", "new1"]
