@@ -1,11 +1,14 @@
-"""Catalogue changes at the candidate service: items deleted or made unavailable leave every source.
+"""Catalogue changes at the candidate service: new and changed items enter the index, removed ones leave every
+source.
 
 The items changelog (`recsys.common.kafka.changelog`) feeds `CatalogChanges.apply`; it keeps the latest
 change per item and:
 - hands the set of removed items to every request (`removed`: ANN answers, popularity fills and fallbacks skip
   them, whatever Milvus still holds);
-- deletes them from the active Milvus collection, batched (one delete call per batch), and again from a new
-  collection when `recsys index` swaps one in, so that ANN searches stop finding them at all.
+- upserts new and changed items into the active Milvus collection, embedded by the model's item tower from their
+  content (`recsys.model.item_encoder`; a model without one leaves them to the gateway's FRESH source), and
+  deletes removed ones; both batched (one call per up to 1000 items every `interval_s`), and all again into a new
+  collection when `recsys index` swaps one in.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge
 
-from recsys.candidates.active import ActiveIndex
+from recsys.candidates import schema
+from recsys.candidates.active import ActiveIndex, ServingVersion
+from recsys.model.item_encoder import ItemEncoder, content_features
+from recsys.model.layout import BundleLayout
+from recsys.model.spec import feature_name
 from recsys.v1 import catalog_pb2
 
 log = logging.getLogger("recsys.candidates.changes")
@@ -24,7 +31,9 @@ log = logging.getLogger("recsys.candidates.changes")
 APPLIED = Counter("recsys_candidates_item_changes_total", "Item changes applied, by kind", ["kind"])
 REMOVED = Gauge("recsys_candidates_removed_items", "Items deleted or unavailable, never served")
 MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items deleted from the active collection")
+MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
 DELETE_BATCH = 1000
+UPSERT_BATCH = 1000
 
 
 def _available(item: catalog_pb2.Item) -> bool:
@@ -56,7 +65,10 @@ class CatalogChanges:
         self.removed: frozenset[str] = frozenset()
         self._stamps: dict[str, int] = {}
         self._pending: set[str] = set()
-        self._deleted_in = ""  # the collection every removed item was deleted from
+        self._items: dict[str, catalog_pb2.Item] = {}  # the latest available upsert of each item
+        self._pending_upserts: set[str] = set()
+        self._deleted_in = ""  # the collection every removed item was deleted from (and every upsert went to)
+        self._encoders: dict[str, ItemEncoder | None] = {}  # by model folder
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -87,10 +99,14 @@ class CatalogChanges:
                 if kind == "upsert" and _available(change.upsert):
                     removed.discard(item_id)
                     self._pending.discard(item_id)
+                    self._items[item_id] = change.upsert
+                    self._pending_upserts.add(item_id)
                     APPLIED.labels("upsert").inc()
                 else:
                     removed.add(item_id)
                     self._pending.add(item_id)
+                    self._items.pop(item_id, None)
+                    self._pending_upserts.discard(item_id)
                     APPLIED.labels("delete" if kind == "delete_item_id" else "unavailable").inc()
             self.removed = frozenset(removed)
             REMOVED.set(len(removed))
@@ -109,20 +125,57 @@ class CatalogChanges:
             self._stop.wait(self.interval_s)  # gather the next batch
 
     def delete_pending(self) -> int:
-        """Delete what is pending (everything removed, after a swap) from the active collection; returns how many."""
+        """Apply what is pending (everything, after a swap) to the active collection: upserts, then deletes;
+        returns how many items were written."""
         version = self.active.current
         if version is None or not version.searchable:
             return 0
         collection = version.info.collection
         with self._lock:
-            if collection != self._deleted_in:  # a new collection: every removed item again
+            if collection != self._deleted_in:  # a new collection: every change again
                 self._pending |= set(self.removed)
+                self._pending_upserts |= set(self._items)
             ids = sorted(self._pending)
+            items = [self._items[i] for i in sorted(self._pending_upserts)]
+        written = self._upsert(version, items)
         for start in range(0, len(ids), DELETE_BATCH):
             batch = ids[start:start + DELETE_BATCH]
             self.active.milvus.client.delete(collection, ids=batch, timeout=10.0)
             MILVUS_DELETES.inc(len(batch))
         with self._lock:
             self._pending -= set(ids)
+            self._pending_upserts -= {item.item_id for item in items}
             self._deleted_in = collection
-        return len(ids)
+        return written + len(ids)
+
+    def _encoder(self, version: ServingVersion) -> ItemEncoder | None:
+        folder = version.info.model_dir
+        if folder not in self._encoders:
+            path = BundleLayout(folder).item_tower
+            self._encoders[folder] = ItemEncoder.load(path) if path.exists() else None
+            if self._encoders[folder] is None:
+                log.warning("model has no item tower: new items are served by the gateway's FRESH source only",
+                            extra={"model_dir": folder})
+        return self._encoders[folder]
+
+    def _upsert(self, version: ServingVersion, items: list[catalog_pb2.Item]) -> int:
+        """Embed the items with the version's item tower and upsert them into its collection."""
+        encoder = self._encoder(version) if items else None
+        if encoder is None:
+            return 0
+        spec, genres = version.spec, version.info.genres
+        for start in range(0, len(items), UPSERT_BATCH):
+            batch = items[start:start + UPSERT_BATCH]
+            features = [content_features(spec, item.genres, dict(item.attributes)) for item in batch]
+            vectors = encoder.embed_batch([item.item_id for item in batch], features)
+            rows = []
+            for item, vector in zip(batch, vectors, strict=True):
+                mine = {feature_name(g) for g in item.genres}
+                row = {schema.ID_FIELD: item.item_id, schema.VECTOR_FIELD: vector.tolist(),
+                       schema.AVAILABLE_FIELD: True, schema.POPULARITY_FIELD: 0.0}
+                row.update({schema.genre_field(i): feature_name(g) in mine
+                            for i, g in enumerate(genres[:schema.MAX_GENRE_FIELDS])})
+                rows.append(row)
+            self.active.milvus.client.upsert(version.info.collection, rows, timeout=10.0)
+            MILVUS_UPSERTS.inc(len(rows))
+        return len(items)

@@ -26,6 +26,7 @@ TWO_TOWER = "two_tower"
 ITEM_EMBEDDINGS = "item_embeddings.npy"
 ITEM_IDS = "item_ids.json"
 USER_TOWER = "user_tower.npz"
+ITEM_TOWER = "item_tower.npz"
 POPULARITY = "popularity"
 POPULARITY_TABLE = "popularity.parquet"
 ALS = "als"
@@ -80,6 +81,11 @@ class BundleLayout:
     @property
     def user_tower(self) -> Path:
         return self.two_tower / USER_TOWER
+
+    @property
+    def item_tower(self) -> Path:
+        """The item tower's arrays (`ItemEncoder`): new or changed items are embedded online from them."""
+        return self.two_tower / ITEM_TOWER
 
     @property
     def popularity(self) -> Path:

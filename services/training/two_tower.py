@@ -136,12 +136,28 @@ class TwoTowerModel:
             "history_len": np.array(self.config.history_len),
         }
 
+    def item_tower_arrays(self) -> dict[str, np.ndarray]:
+        """The item tower for `ItemEncoder`: id embeddings (row 0 = unknown item), MLP and feature standardisation."""
+        net = self.net
+        l1, l2 = net.item_mlp[0], net.item_mlp[2]
+        return {
+            "item_emb": net.item_emb.weight.detach().numpy().copy(),
+            "w1": l1.weight.detach().numpy().T.copy(),
+            "b1": l1.bias.detach().numpy().copy(),
+            "w2": l2.weight.detach().numpy().T.copy(),
+            "b2": l2.bias.detach().numpy().copy(),
+            "feat_mean": self.item_mean,
+            "feat_std": self.item_std,
+            "item_ids": np.array(self.items.to_list(), dtype=object).astype(str),
+        }
+
     def export(self, path: Path) -> None:
-        """Write item_embeddings.npy, item_ids.json, user_tower.npz, torch state and config."""
+        """Write item_embeddings.npy, item_ids.json, user_tower.npz, item_tower.npz, torch state and config."""
         path.mkdir(parents=True, exist_ok=True)
         np.save(path / layout.ITEM_EMBEDDINGS, self.item_embeddings())
         (path / layout.ITEM_IDS).write_text(json.dumps(self.items.to_list()))
         np.savez(path / layout.USER_TOWER, **self.user_tower_arrays())
+        np.savez(path / layout.ITEM_TOWER, **self.item_tower_arrays())
         torch.save(self.net.state_dict(), path / "model.pt")
         (path / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
 

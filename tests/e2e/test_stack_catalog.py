@@ -142,9 +142,21 @@ def test_a_new_item_takes_its_fresh_slot_from_the_moment_its_upsert_returns(stac
     users = _users(stack, 20)
     with RecsysClient(stack.gateway, timeout_s=2.0) as client:
         try:
+            started = time.monotonic()
             assert client.upsert_items([catalog_pb2.Item(item_id="brand-new-1", title="New")]) == 1
             answers = [client.recommend(u, 10) for u in users]
             similar = client.similar(_popular(stack, 30)[25], 10)
+            with channel(stack.cfg.address("candidates")) as ch:  # embedded by the item tower, upserted into Milvus
+                stub = candidates_pb2_grpc.CandidateServiceStub(ch)
+                while True:
+                    try:
+                        near = stub.SimilarItems(candidates_pb2.SimilarItemsRequest(item_id="brand-new-1", k=5),
+                                                 timeout=5)
+                        break
+                    except grpc.RpcError as err:
+                        assert err.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() - started < 5, err
+                        time.sleep(0.1)
+            assert len(near.candidates) == 5
         finally:
             client.delete_items(["brand-new-1"])  # later tests train on the logged traffic: leave no new item
         after = [client.recommend(u, 10) for u in users[:5]]

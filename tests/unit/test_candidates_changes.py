@@ -21,7 +21,7 @@ class FakeClient:
 
 
 def active(collection: str, client: FakeClient):
-    info = SimpleNamespace(collection=collection)
+    info = SimpleNamespace(collection=collection, model_dir="/nonexistent-model")  # no item tower: no upserts
     return SimpleNamespace(current=SimpleNamespace(searchable=True, info=info), milvus=SimpleNamespace(client=client))
 
 
