@@ -199,6 +199,8 @@ def build_item_features(ds: Dataset, spec: FeatureSpec | None = None) -> pd.Data
     out = stats[spec.item_features].astype(np.float32)
     out.insert(0, "item_id", items["item_id"].astype("string[pyarrow]").to_numpy())
     out["event_timestamp"] = _event_timestamp(spec, len(out))
+    if "available" in items.columns:  # the live catalogue's availability (item_changes), for the index
+        out["available"] = items["available"].fillna(True).astype(bool).to_numpy()
     return out
 
 

@@ -14,7 +14,9 @@
   A labelled row weighs 1 / theta_k, a negative 1. Weights leave serving untouched (a position feature
   would need a made-up value at serving and a value for the base interactions and sampled negatives, which
   were never shown anywhere), and they make the loss on clicks an unbiased estimate of the loss on relevance.
-- Items and users the base lacks get catalogue rows with empty metadata, as the loaders add them.
+- Items and users the base lacks get catalogue rows with empty metadata, as the loaders add them; then the
+  catalogue's changes (the log's `items` table) apply: new items, changed titles and genres, and availability
+  (`item_changes`).
 - A base built from the log itself (daily builds on yesterday's output) keeps its exposures, refitted with
   the new ones; its windows are in `meta["log_windows"]`, and a window overlapping one of them is refused
   (the events would count twice: interactions carry no event ids to deduplicate by).
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from recsys.training.data.item_changes import apply_item_changes, read_item_changes
 from recsys.training.data.loaders import ITEM_FILL, with_missing
 from recsys.training.data.log_tables import LogTable, read_events, read_impressions
 from recsys.training.data.propensity import DEFAULT_FLOOR, PositionBias, fit_position_bias
@@ -66,11 +69,12 @@ def build_from_log(
     interactions = _ordered(_stack(base.interactions, added), ["timestamp", "user_id"])
     items, items_added = with_missing(base.items, _ids(added, exposures, "item_id"), "item_id", ITEM_FILL)
     users, users_added = with_missing(base.users, _ids(added, exposures, "user_id"), "user_id", {})
+    items, item_changes = apply_item_changes(items, read_item_changes(log_uri, until_ms))
     meta = {**base.meta, "log_windows": windows, "log": {
         "uri": str(log_uri), "since_ms": since_ms, "until_ms": until_ms,
         "positives_added": len(added), "positives_by_type": _type_counts(events.rows),
         "exposures": len(exposures), "clicked_exposures": int(exposures["label"].sum()),
-        "items_added": items_added, "users_added": users_added,
+        "items_added": items_added, "users_added": users_added, "item_changes": item_changes,
         "events": _counts(events), "impressions": _counts(impressions), "position_bias": bias.to_dict(),
     }}
     ds = Dataset(interactions, items, users, name=base.name, meta=meta, exposures=exposures)

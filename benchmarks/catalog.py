@@ -1,0 +1,197 @@
+"""Live-catalogue benchmark: freshness of new items, deletes under load, SimilarItems latency, and Recommend's p99
+while a burst of item changes goes through, on a whole local stack (embedded defaults: Milvus Lite, Feast SQLite).
+
+    .venv/bin/python benchmarks/catalog.py [--items 2000 --users 1500 --interactions 60000] [--burst 10000]
+
+- freshness: from UpsertItems returning (one new item at a time) until (a) a Recommend from the gateway shows it
+  (the FRESH slots) and (b) the candidate service finds it in Milvus (SimilarItems by its own vector: embedded by
+  the item tower and upserted); `freshness_p99_s` is the p99 of the later of the two;
+- deleted_served: client threads send Recommend while items (the most popular first) are deleted in batches; an
+  answer to a request sent after a delete returned must not hold any item of it (counted, target 0);
+- similar_p99_ms: SimilarItems over known items, against the Recommend budget (100 ms);
+- recommend_p99_ratio_during_burst: Recommend's p99 under the same closed-loop load while `--burst` item
+  changes (new items, in UpsertItems calls of 500) go through, over its p99 just before (both measured here).
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from recsys.client import RecsysClient
+from recsys.common.clients import channel
+from recsys.stack.broker import local_broker
+from recsys.stack.demo import DemoOptions, prepare
+from recsys.stack.local import StackConfig, start_stack
+from recsys.training.data.loaders import load_dataset
+from recsys.v1 import candidates_pb2, candidates_pb2_grpc, catalog_pb2
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Load:
+    """Closed-loop Recommend clients until stopped; records (sent_at, latency_ms, item ids) per answer."""
+
+    def __init__(self, gateway: str, users: list[str], threads: int = 4) -> None:
+        self.gateway, self.users, self.threads = gateway, users, threads
+        self.answers: list[tuple[float, float, frozenset[str]]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with RecsysClient(self.gateway, timeout_s=2.0) as client:
+            while not self._stop.is_set():
+                user = self.users[int(rng.integers(len(self.users)))]
+                sent = time.monotonic()
+                try:
+                    recs = client.recommend(user, 10)
+                except grpc.RpcError:
+                    self.errors += 1
+                    continue
+                self.answers.append((sent, (time.monotonic() - sent) * 1000, frozenset(i.item_id for i in recs.items)))
+
+    def __enter__(self) -> Load:
+        for w in self._workers:
+            w.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for w in self._workers:
+            w.join(timeout=10)
+
+    def p99_since(self, since: float, until: float) -> float:
+        return pct([ms for sent, ms, _ in self.answers if since <= sent < until], 99)
+
+
+def freshness(cfg: StackConfig, users: list[str], n: int) -> tuple[list[float], list[float]]:
+    """Seconds from UpsertItems returning until the gateway serves the item / Milvus holds it, per new item."""
+    served, indexed = [], []
+    with RecsysClient(cfg.address("gateway"), timeout_s=2.0) as client, channel(cfg.address("candidates")) as ch:
+        stub = candidates_pb2_grpc.CandidateServiceStub(ch)
+        for i in range(n):
+            item_id = f"fresh-{i}-{time.time_ns()}"
+            client.upsert_items([catalog_pb2.Item(item_id=item_id, title=f"new {i}", genres=["Drama"])])
+            start = time.monotonic()
+            got_served = got_indexed = None
+            while (got_served is None or got_indexed is None) and time.monotonic() - start < 30:
+                if got_served is None and item_id in {x.item_id for x in client.recommend(users[i % len(users)]).items}:
+                    got_served = time.monotonic() - start
+                if got_indexed is None:
+                    try:
+                        stub.SimilarItems(candidates_pb2.SimilarItemsRequest(item_id=item_id, k=1), timeout=2)
+                        got_indexed = time.monotonic() - start
+                    except grpc.RpcError:
+                        time.sleep(0.02)
+            served.append(got_served if got_served is not None else float("inf"))
+            indexed.append(got_indexed if got_indexed is not None else float("inf"))
+            client.delete_items([item_id])  # one new item at a time: the next one is alone in its FRESH slot
+    return served, indexed
+
+
+def deletes_under_load(cfg: StackConfig, users: list[str], popular: list[str], batches: int = 5) -> tuple[int, int]:
+    """(answers checked, answers holding an item deleted before they were asked for)."""
+    deleted_at: dict[str, float] = {}
+    with Load(cfg.address("gateway"), users) as load, RecsysClient(cfg.address("gateway"), timeout_s=5.0) as client:
+        time.sleep(2)
+        for b in range(batches):
+            batch = popular[b * 4:(b + 1) * 4]
+            client.delete_items(batch)
+            returned = time.monotonic()
+            deleted_at.update({item: returned for item in batch})
+            time.sleep(1.5)
+    violations = sum(1 for sent, _, items in load.answers
+                     if any(deleted_at.get(item, float("inf")) <= sent for item in items))
+    return len(load.answers), violations
+
+
+def similar_latency(cfg: StackConfig, items: list[str], n: int = 300) -> list[float]:
+    out = []
+    with RecsysClient(cfg.address("gateway"), timeout_s=2.0) as client:
+        for i in range(n):
+            start = time.monotonic()
+            client.similar(items[i % len(items)], 10)
+            out.append((time.monotonic() - start) * 1000)
+    return out
+
+
+def burst(cfg: StackConfig, users: list[str], changes: int, seconds: float) -> tuple[float, float, float]:
+    """(p99 before, p99 during the burst, the burst's seconds) of Recommend under the same load."""
+    with Load(cfg.address("gateway"), users) as load, RecsysClient(cfg.address("gateway"), timeout_s=30.0) as client:
+        time.sleep(1)
+        before_start = time.monotonic()
+        time.sleep(seconds)
+        burst_start = time.monotonic()
+        for start in range(0, changes, 500):
+            client.upsert_items([catalog_pb2.Item(item_id=f"burst-{i}", title="burst", genres=["Comedy"])
+                                 for i in range(start, min(changes, start + 500))])
+        burst_end = time.monotonic()
+        time.sleep(max(0.0, seconds - (burst_end - burst_start)))  # the changes still flowing into Milvus count
+        during_end = time.monotonic()
+        client.delete_items([f"burst-{i}" for i in range(min(changes, 1000))])
+    return (load.p99_since(before_start, burst_start), load.p99_since(burst_start, during_end),
+            burst_end - burst_start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=1500)
+    parser.add_argument("--interactions", type=int, default=60_000)
+    parser.add_argument("--fresh", type=int, default=40, help="new items timed one by one")
+    parser.add_argument("--burst", type=int, default=10_000, help="item changes in the burst")
+    parser.add_argument("--seconds", type=float, default=15.0, help="load before and during the burst")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="recsys-catalog-") as tmp, local_broker(Path(tmp) / "kafka") as broker:
+        var = Path(tmp)
+        cfg = StackConfig.default(var, broker.bootstrap, fixed_ports=False, ranking_instances=1)
+        opts = DemoOptions(var_dir=var, kafka_bootstrap=broker.bootstrap, users=args.users, items=args.items,
+                           interactions=args.interactions)
+        print("building the dataset, models, features and index ...", flush=True)
+        data_dir, _ = prepare(opts, cfg)
+        inter = load_dataset(data_dir).interactions
+        users = list(inter["user_id"].astype(str).unique())
+        popular = [str(i) for i in inter["item_id"].value_counts().index]
+        supervisor = start_stack(cfg, watch=False)
+        try:
+            with RecsysClient(cfg.address("gateway"), timeout_s=2.0) as client:
+                for u in users[:50]:
+                    client.recommend(u, 10)  # warm-up
+            served, indexed = freshness(cfg, users, args.fresh)
+            later = [max(a, b) for a, b in zip(served, indexed, strict=True)]
+            print(f"freshness p50/p99 s: served {pct(served, 50):.3f}/{pct(served, 99):.3f}  "
+                  f"indexed {pct(indexed, 50):.3f}/{pct(indexed, 99):.3f}", flush=True)
+            checked, violations = deletes_under_load(cfg, users, popular)
+            print(f"deletes under load: {checked} answers checked, {violations} held a deleted item", flush=True)
+            similar = similar_latency(cfg, popular[100:400])
+            print(f"SimilarItems p50/p99 ms: {pct(similar, 50):.1f}/{pct(similar, 99):.1f}", flush=True)
+            before, during, burst_s = burst(cfg, users, args.burst, args.seconds)
+            print(f"Recommend p99 ms before / during a burst of {args.burst} item changes ({burst_s:.1f} s): "
+                  f"{before:.1f} / {during:.1f} (x{during / before:.2f})", flush=True)
+        finally:
+            supervisor.stop()
+    print(json.dumps({
+        "freshness_p99_s": round(pct(later, 99), 3), "freshness_served_p99_s": round(pct(served, 99), 3),
+        "freshness_indexed_p99_s": round(pct(indexed, 99), 3), "fresh_items": len(later),
+        "deleted_served": violations, "answers_checked": checked,
+        "similar_p50_ms": round(pct(similar, 50), 2), "similar_p99_ms": round(pct(similar, 99), 2),
+        "recommend_p99_ms_before": round(before, 2), "recommend_p99_ms_during_burst": round(during, 2),
+        "recommend_p99_ratio_during_burst": round(during / before, 3), "burst_changes": args.burst,
+        "burst_s": round(burst_s, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()
