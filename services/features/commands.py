@@ -64,8 +64,10 @@ def _materialize(args: argparse.Namespace) -> int:
 def _consume(args: argparse.Namespace) -> int:
     from recsys.common import config
     from recsys.common.heap import freeze_heap
+    from recsys.common.kafka.changelog import ItemChangeFollower
     from recsys.common.logs import configure_logging
     from recsys.common.metrics import start_metrics_server
+    from recsys.features.catalog import ItemContentWriter
     from recsys.features.consumer import EventConsumer
     from recsys.features.service import registered_views
     from recsys.features.settings import FeatureSettings
@@ -76,10 +78,13 @@ def _consume(args: argparse.Namespace) -> int:
     cfg = FeatureSettings.from_env()
     try:
         with registered_views():
-            updater = StreamUpdater(open_store(cfg), recent_keep=cfg.recent_keep, dedup_keep=cfg.dedup_keep)
+            store = open_store(cfg)
+            updater = StreamUpdater(store, recent_keep=cfg.recent_keep, dedup_keep=cfg.dedup_keep)
+            content = ItemContentWriter(store)
     except FailedPrecondition as exc:
         raise CliError(exc.message) from exc
     consumer = EventConsumer(updater, bootstrap=args.bootstrap)
+    items = ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), content.apply, args.bootstrap, name="features").start()
     metrics_port = start_metrics_server(config.BIND_HOST.str(), config.METRICS_PORT.int())
     logging.getLogger("recsys.features.consumer").info("consuming", extra={"metrics_port": metrics_port})
     freeze_heap()
@@ -92,6 +97,7 @@ def _consume(args: argparse.Namespace) -> int:
     try:
         consumer.run()
     finally:
+        items.stop()
         consumer.close()
     stats = consumer.stats
     print(f"consumed: applied {stats.applied}, duplicates {stats.duplicates}, invalid {stats.invalid}, "

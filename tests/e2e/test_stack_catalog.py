@@ -11,7 +11,7 @@ import pytest
 
 from recsys.client import RecsysClient
 from recsys.common.clients import channel
-from recsys.v1 import candidates_pb2, candidates_pb2_grpc, catalog_pb2
+from recsys.v1 import candidates_pb2, candidates_pb2_grpc, catalog_pb2, features_pb2, features_pb2_grpc
 
 pytestmark = pytest.mark.e2e
 
@@ -138,12 +138,22 @@ def test_similar_items_within_the_budget_ranked_for_a_user_and_never_a_removed_i
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("item_id")
 
 
+def _item_features(stack, item_id: str) -> dict[str, float]:
+    with channel(stack.cfg.address("features")) as ch:
+        m = features_pb2_grpc.FeatureServiceStub(ch).GetItemFeatures(
+            features_pb2.GetItemFeaturesRequest(item_ids=[item_id]), timeout=5).features
+    return dict(zip(m.names, m.values, strict=True)) if m.found and m.found[0] else {}
+
+
 def test_a_new_item_takes_its_fresh_slot_from_the_moment_its_upsert_returns(stack):
     users = _users(stack, 20)
+    genre = next(n for n in _item_features(stack, _popular(stack, 1)[0]) if n.startswith("item_genre_"))
+    genre = genre.removeprefix("item_genre_")
     with RecsysClient(stack.gateway, timeout_s=2.0) as client:
         try:
             started = time.monotonic()
-            assert client.upsert_items([catalog_pb2.Item(item_id="brand-new-1", title="New")]) == 1
+            new = catalog_pb2.Item(item_id="brand-new-1", title="New", genres=[genre], attributes={"year": "2026"})
+            assert client.upsert_items([new]) == 1
             answers = [client.recommend(u, 10) for u in users]
             similar = client.similar(_popular(stack, 30)[25], 10)
             with channel(stack.cfg.address("candidates")) as ch:  # embedded by the item tower, upserted into Milvus
@@ -157,6 +167,11 @@ def test_a_new_item_takes_its_fresh_slot_from_the_moment_its_upsert_returns(stac
                         assert err.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() - started < 5, err
                         time.sleep(0.1)
             assert len(near.candidates) == 5
+            while not _item_features(stack, "brand-new-1"):  # its content features, online for the rankers
+                assert time.monotonic() - started < 5, "item features not written"
+                time.sleep(0.1)
+            features = _item_features(stack, "brand-new-1")
+            assert features[f"item_genre_{genre}"] == 1.0 and features.get("item_year", 2026.0) == 2026.0
         finally:
             client.delete_items(["brand-new-1"])  # later tests train on the logged traffic: leave no new item
         after = [client.recommend(u, 10) for u in users[:5]]
