@@ -387,3 +387,28 @@ def test_rankers_train_on_weighted_exposure_aware_examples(tmp_path, monkeypatch
     plain = captured["examples"]
     assert plain.weight is None and (plain.y == 1).sum() == (ex.y == 1).sum()
     assert ((ex.y == 0) & ~ex.hard).sum() > ((plain.y == 0) & ~plain.hard).sum()
+
+
+def test_a_rebuild_keeps_the_catalogue_changes(base_dir, log_dir):
+    """The log's item changes reach the rebuilt catalogue: a new item, a changed genre, a deleted item (kept as a
+    row, unavailable, since interactions refer to it), and the latest change of an item wins."""
+    write_log(log_dir, layout.ITEMS, [
+        {"change_id": "c1", "op": "upsert", "item_id": "i3", "title": "Three", "genres": ["comedy"],
+         "attributes": [("year", "2001")], "available": True, "timestamp_ms": T0},
+        {"change_id": "c2", "op": "upsert", "item_id": "n1", "title": "New", "genres": ["drama"], "available": True,
+         "timestamp_ms": T0 + 1},
+        {"change_id": "c3", "op": "upsert", "item_id": "i2", "title": "Two", "genres": ["Drama"], "available": True,
+         "timestamp_ms": T0 + 2},
+        {"change_id": "c4", "op": "delete", "item_id": "i2", "available": False, "timestamp_ms": T0 + 3},
+    ], topic="items")
+    ds = build_from_log(str(log_dir), load_dataset(base_dir))
+    items = ds.items.set_index(ds.items["item_id"].astype(str))
+    assert items.loc["i3", "genres"] == ["Comedy"] and items.loc["i3", "year"] == 2001
+    assert items.loc["n1", "genres"] == ["Drama"] and bool(items.loc["n1", "available"])
+    assert not bool(items.loc["i2", "available"]) and bool(items.loc["i1", "available"])
+    assert ds.meta["log"]["item_changes"] == {"upserted": 2, "added": 1, "removed": 1}
+    from recsys.training.features import build_item_features
+
+    features = build_item_features(ds)  # the bundle's item features carry availability to the index
+    available = dict(zip(features["item_id"].astype(str), features["available"], strict=True))
+    assert not available["i2"] and available["n1"] and available["i1"]
