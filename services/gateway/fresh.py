@@ -42,6 +42,17 @@ def candidates(live: LiveCatalog, settings: GatewaySettings, filters: FilterSpec
     return [Scored(item_id, 0.0, FRESH) for item_id in ids]
 
 
+def merge(candidates: list[Scored], new: list[Scored]) -> list[Scored]:
+    """The candidates plus the new items; a new item retrieval found too (the index has it already) counts as
+    FRESH, so it keeps its claim on the reserved slots."""
+    if not new:
+        return candidates
+    ids = {c.item_id for c in new}
+    out = [Scored(c.item_id, c.score, FRESH) if c.item_id in ids else c for c in candidates]
+    known = {c.item_id for c in candidates}
+    return out + [c for c in new if c.item_id not in known]
+
+
 def reserve(top: list[Scored], ranked: list[Scored], n: int, k: int) -> list[Scored]:
     """The top k with its last places given to the best-scored fresh items of `ranked`, up to n fresh in all."""
     have = sum(1 for item in top if item.source == FRESH)

@@ -103,13 +103,16 @@ class Recommender:
                 item_matrix, model, version, seen = None, "", "", frozenset()
 
         top = self._top(ranked, k, filters, seen)
-        if fresh_slots:
-            top = fresh.reserve(top, ranked, fresh_slots, k)
         pool, policy = top, variant.policy
         if policy.active:  # the explore pool: the next best admitted items after the top k
             pool = top + self._top(ranked, policy.pool, filters, seen | {item.item_id for item in top})
         ranks, propensities = policy.sample(len(pool), len(top), self._rng)
         shown = [pool[r] for r in ranks]
+        if fresh_slots:  # after the exploration draw, so that it never takes a reserved slot away
+            kept = fresh.reserve(shown, ranked, fresh_slots, k)
+            if kept is not shown:
+                drawn = {item.item_id: p for item, p in zip(shown, propensities, strict=True)}
+                shown, propensities = kept, [drawn.get(item.item_id, 1.0) for item in kept]  # a reserved slot: 1
         response = recommend_pb2.RecommendResponse(
             request_id=request_id,
             variant=variant.name,
@@ -259,9 +262,8 @@ class Recommender:
             if retrieve.ok:
                 reasons.append("candidates: empty")
         if with_fresh:  # new items compete for their reserved slots by the same ranker's score
-            known = {c.item_id for c in candidates}
             new = fresh.candidates(self.live, self.settings, filters, seen)
-            candidates = candidates + [c for c in new if c.item_id not in known]
+            candidates = fresh.merge(candidates, new)
 
         # Stage 3 + 4: item features, then the ranker of this variant.
         ranked, item_matrix, model, version = self._rank(

@@ -98,3 +98,13 @@ def test_new_items_are_fresh_until_removed_and_only_within_the_window():
     ranked = top + [Scored("new1", 0.5, fresh.FRESH), Scored("new2", 0.9, fresh.FRESH)]
     assert [c.item_id for c in fresh.reserve(top, ranked, 1, 4)] == ["i0", "i1", "i2", "new2"]
     assert [c.item_id for c in fresh.reserve(top[:2], ranked, 2, 4)] == ["i0", "i1", "new2", "new1"]
+
+
+def test_a_new_item_retrieval_found_keeps_its_fresh_claim():
+    from recsys.gateway import fresh
+    from recsys.gateway.rerank import Scored
+
+    merged = fresh.merge([Scored("a", 1.0, 1), Scored("new", 0.5, 1)], [Scored("new", 0.0, fresh.FRESH),
+                                                                        Scored("new2", 0.0, fresh.FRESH)])
+    assert [(c.item_id, c.source) for c in merged] == [("a", 1), ("new", fresh.FRESH), ("new2", fresh.FRESH)]
+    assert merged[1].score == 0.5
