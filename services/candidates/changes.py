@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
+from recsys.common.kafka.changelog import background_priority
 from recsys.model.item_encoder import ItemEncoder, content_features
 from recsys.model.layout import BundleLayout
 from recsys.model.spec import feature_name
@@ -33,7 +34,7 @@ REMOVED = Gauge("recsys_candidates_removed_items", "Items deleted or unavailable
 MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items deleted from the active collection")
 MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
 DELETE_BATCH = 1000
-UPSERT_BATCH = 1000
+UPSERT_BATCH = 1000  # items embedded and upserted per round (every interval_s)
 
 
 def _available(item: catalog_pb2.Item) -> bool:
@@ -113,6 +114,7 @@ class CatalogChanges:
         self._wake.set()
 
     def _run(self) -> None:
+        background_priority()
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
@@ -136,7 +138,7 @@ class CatalogChanges:
                 self._pending |= set(self.removed)
                 self._pending_upserts |= set(self._items)
             ids = sorted(self._pending)
-            items = [self._items[i] for i in sorted(self._pending_upserts)]
+            items = [self._items[i] for i in sorted(self._pending_upserts)[:UPSERT_BATCH]]
         written = self._upsert(version, items)
         for start in range(0, len(ids), DELETE_BATCH):
             batch = ids[start:start + DELETE_BATCH]
@@ -146,6 +148,8 @@ class CatalogChanges:
             self._pending -= set(ids)
             self._pending_upserts -= {item.item_id for item in items}
             self._deleted_in = collection
+            if self._pending_upserts:
+                self._wake.set()  # more next round
         return written + len(ids)
 
     def _encoder(self, version: ServingVersion) -> ItemEncoder | None:

@@ -92,7 +92,7 @@ FRESH_SHARE = declare(
     "published) in variants that set no fresh_share of their own (RECSYS_EXPERIMENTS); 0 = none", "gateway",
 )
 FRESH_POOL = declare(
-    "RECSYS_GATEWAY_FRESH_POOL", 20, "The newest new items that pass the filters and compete, by the ranker's "
+    "RECSYS_GATEWAY_FRESH_POOL", 10, "The newest new items that pass the filters and compete, by the ranker's "
     "score, for the FRESH slots", "gateway",
 )
 FRESH_WINDOW_S = declare(
@@ -130,7 +130,7 @@ class GatewaySettings:
     exploration: str = ""
     catalog_wait_s: float = 10.0
     fresh_share: float = 0.1
-    fresh_pool: int = 20
+    fresh_pool: int = 10
     fresh_window_s: float = 7 * 86_400.0
 
     @classmethod
