@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
-from recsys.common.kafka.changelog import background_priority
+from recsys.common.kafka.changelog import background_priority, deciding, is_available
 from recsys.model.item_encoder import ItemEncoder, content_features
 from recsys.model.layout import BundleLayout
 from recsys.model.spec import feature_name
@@ -35,10 +35,6 @@ MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items delete
 MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
 DELETE_BATCH = 1000
 UPSERT_BATCH = 1000  # items embedded and upserted per round (every interval_s)
-
-
-def _available(item: catalog_pb2.Item) -> bool:
-    return not item.HasField("available") or item.available
 
 
 class Skip:
@@ -89,15 +85,9 @@ class CatalogChanges:
         """Apply changes in topic order: the latest change per item decides (older ones are ignored)."""
         with self._lock:
             removed = set(self.removed)
-            for change in changes:
+            for item_id, change in deciding(changes, self._stamps):
                 kind = change.WhichOneof("change")
-                if kind is None:
-                    continue
-                item_id = change.delete_item_id if kind == "delete_item_id" else change.upsert.item_id
-                if change.timestamp_ms < self._stamps.get(item_id, 0):
-                    continue
-                self._stamps[item_id] = change.timestamp_ms
-                if kind == "upsert" and _available(change.upsert):
+                if kind == "upsert" and is_available(change.upsert):
                     removed.discard(item_id)
                     self._pending.discard(item_id)
                     self._items[item_id] = change.upsert

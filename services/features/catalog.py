@@ -19,6 +19,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from recsys.features import definitions, offline
 from recsys.features.vectors import VectorReader, entity_key_proto
+from recsys.model.item_encoder import set_attributes
 from recsys.model.spec import feature_name
 from recsys.v1 import catalog_pb2
 
@@ -49,13 +50,7 @@ class ItemContentWriter:
             row[col] = 1.0 if genre in genres else 0.0
         if "item_n_genres" in self.index:
             row[self.index["item_n_genres"]] = float(sum(1 for g in genres if g in self.genre_cols))
-        for key, value in item.attributes.items():
-            col = self.index.get(f"item_{feature_name(key)}")
-            if col is not None:
-                try:
-                    row[col] = float(value)
-                except ValueError:
-                    continue
+        set_attributes(row, self.index, dict(item.attributes))
         return row
 
     def apply(self, changes: Sequence[catalog_pb2.ItemChange]) -> int:

@@ -187,6 +187,21 @@ class SyncProducer:
             fut.get(timeout=0)
         return len(futures)
 
+    def warm(self, topics: Sequence[str]) -> None:
+        """Connect and fetch the topics' metadata now (on a thread: Kafka may be down), so the first call of a
+        topic does not spend its deadline there."""
+        def run() -> None:
+            try:
+                with self._lock:
+                    if self._producer is None:
+                        self._producer = clients.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
+                for topic in topics:
+                    self._producer.partitions_for(topic)
+            except Exception as exc:  # noqa: BLE001 - the first call connects instead
+                log.info("kafka producer not warmed up", extra={"error": repr(exc)})
+
+        threading.Thread(target=run, name="event-producer-warm-up", daemon=True).start()
+
     def produce(self, topic: str, events: Sequence[Message], timeout_s: float, key=None) -> int:
         """Produce every message (keyed by key(message), default its user_id) and wait for the acks; raises
         Unavailable when Kafka did not acknowledge them all in time."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from recsys.common.errors import InvalidArgument
+from recsys.common.kafka.changelog import deciding, is_available
 from recsys.model.spec import feature_name
 from recsys.v1 import catalog_pb2
 
@@ -85,11 +86,6 @@ def validate_deletes(item_ids: Sequence[str], now_ms: int | None = None) -> list
             for item_id in dict.fromkeys(item_ids)]
 
 
-def is_available(item: catalog_pb2.Item) -> bool:
-    """An item's availability (unset = available: producers writing the topic directly may omit it)."""
-    return not item.HasField("available") or item.available
-
-
 class LiveCatalog:
     """The catalogue changes this gateway knows beyond its model's catalogue: items never to serve (deleted, or
     upserted unavailable; a later available upsert brings one back) and the genres of upserted items (new or
@@ -115,15 +111,8 @@ class LiveCatalog:
         with self._lock:
             removed = set(self.removed)
             overrides = dict(self.genres.overrides)
-            for change in changes:
-                kind = change.WhichOneof("change")
-                if kind is None:
-                    continue
-                item_id = change.delete_item_id if kind == "delete_item_id" else change.upsert.item_id
-                if change.timestamp_ms < self._stamps.get(item_id, 0):
-                    continue
-                self._stamps[item_id] = change.timestamp_ms
-                if kind == "upsert":
+            for item_id, change in deciding(changes, self._stamps):
+                if change.WhichOneof("change") == "upsert":
                     overrides[item_id] = frozenset(feature_name(g) for g in change.upsert.genres)
                     if is_available(change.upsert):
                         removed.discard(item_id)

@@ -53,6 +53,8 @@ def main(port: int | None = None) -> int:
     if not follower.wait_caught_up(settings.catalog_wait_s):  # a restart must not serve what was deleted before
         log.warning("serving before the items changelog caught up (Kafka slow or down)",
                     extra={"waited_s": settings.catalog_wait_s})
+    # after the follower made the items topic (compacted): a metadata request must not auto-create it
+    producer.warm([config.KAFKA_EVENTS_TOPIC.str(), config.KAFKA_ITEMS_TOPIC.str()])
     recommender = Recommender(settings, backends, experiment, popular, batch, admission, live)
     server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer),
                            CatalogService(producer, live))

@@ -58,6 +58,12 @@ def content_features(spec: FeatureSpec, genres: Iterable[str], attributes: dict[
         col = column.get(f"item_genre_{name}")
         if col is not None:
             row[col] = 1.0 if (name in mine or feature_name(genre) in mine) else 0.0
+    set_attributes(row, column, attributes)
+    return row
+
+
+def set_attributes(row: np.ndarray, column: dict[str, int], attributes: dict[str, str]) -> None:
+    """Write each numeric attribute that names an item feature ("year" -> item_year) into its column of `row`."""
     for key, value in attributes.items():
         col = column.get(f"item_{feature_name(key)}")
         if col is not None:
@@ -65,4 +71,3 @@ def content_features(spec: FeatureSpec, genres: Iterable[str], attributes: dict[
                 row[col] = float(value)
             except ValueError:
                 continue
-    return row

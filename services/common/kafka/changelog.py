@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -34,6 +34,28 @@ def background_priority(niceness: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):  # not Linux, or not permitted: run at the normal priority
         pass
+
+
+def is_available(item: catalog_pb2.Item) -> bool:
+    """An item's availability (unset = available: producers writing the topic directly may omit it)."""
+    return not item.HasField("available") or item.available
+
+
+def deciding(
+    changes: Iterable[catalog_pb2.ItemChange], stamps: dict[str, int]
+) -> Iterator[tuple[str, catalog_pb2.ItemChange]]:
+    """(item_id, change) for each change that decides its item's state, in order: the latest per item wins, an
+    older one (a changelog catching up on what came before a change already applied) is skipped. `stamps` (item
+    -> time of its deciding change) is updated."""
+    for change in changes:
+        kind = change.WhichOneof("change")
+        if kind is None:
+            continue
+        item_id = change.delete_item_id if kind == "delete_item_id" else change.upsert.item_id
+        if change.timestamp_ms < stamps.get(item_id, 0):
+            continue
+        stamps[item_id] = change.timestamp_ms
+        yield item_id, change
 
 
 def item_key(change: catalog_pb2.ItemChange) -> str:

@@ -74,6 +74,8 @@ def make_producer(bootstrap: str | None = None, *, linger_ms: int = 5, **overrid
         linger_ms=linger_ms,
         delivery_timeout_ms=60_000,
         metrics_enabled=False,  # kafka-python's own sensors: CPU on every send, and nothing here reads them
+        # a metadata update dropped in kafka-python 3.0's race (see make_consumer) is retried within 5 s, not 5 min
+        metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS,
         key_serializer=KeySerializer(),
         value_serializer=ProtobufSerializer(),
     )
