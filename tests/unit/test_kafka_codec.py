@@ -9,7 +9,7 @@ from kafka import OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from recsys.common import kafka as rk
-from recsys.v1 import events_pb2
+from recsys.v1 import catalog_pb2, events_pb2
 
 
 def _record(topic: str, partition: int, offset: int, value: bytes | None, key: bytes = b"u1") -> ConsumerRecord:
@@ -29,6 +29,8 @@ def test_round_trip_every_message_type():
         "PredictionLog": events_pb2.PredictionLog(
             request_id="r1", feature_names=["a", "b"], features=[1.0, 2.0], scores=[0.25], item_ids=["i1"]
         ),
+        "ItemChange": catalog_pb2.ItemChange(change_id="c1", timestamp_ms=5, upsert=catalog_pb2.Item(
+            item_id="i1", genres=["drama"], attributes={"year": "1999"}, available=False)),
     }
     assert set(samples) == set(rk.MESSAGE_TYPES)
     for name, message in samples.items():
