@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
-from recsys.common.kafka.changelog import background_priority, deciding, is_available
+from recsys.common.kafka.changelog import deciding, is_available
 from recsys.model.item_encoder import ItemEncoder, content_features
 from recsys.model.layout import BundleLayout
 from recsys.model.spec import feature_name
@@ -104,7 +104,6 @@ class CatalogChanges:
         self._wake.set()
 
     def _run(self) -> None:
-        background_priority()
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()

@@ -10,7 +10,6 @@ lack changes made before the start.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,15 +24,6 @@ log = logging.getLogger("recsys.kafka.changelog")
 
 #: Topic settings of the items topic: compacted (the latest change per item_id is kept forever).
 ITEMS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
-
-
-def background_priority(niceness: int = 10) -> None:
-    """Lower the calling thread's CPU priority (Linux: a thread is a task with its own nice value), so that a burst
-    of catalogue changes takes CPU the serving threads leave, not theirs."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at the normal priority
-        pass
 
 
 def is_available(item: catalog_pb2.Item) -> bool:
@@ -114,7 +104,6 @@ class ItemChangeFollower:
         return consumer, consumer.end_offsets(tps)
 
     def _run(self) -> None:
-        background_priority()
         backoff = 0.5
         while not self._stop.is_set():
             try:
