@@ -202,6 +202,8 @@ def main() -> None:
         "freshness_indexed_p99_s": round(pct(indexed, 99), 3), "fresh_items": len(later),
         "deleted_served": violations, "answers_checked": checked,
         "similar_p50_ms": round(pct(similar, 50), 2), "similar_p99_ms": round(pct(similar, 99), 2),
+        # the machine-dependent latency against a same-run baseline: Recommend's p99 under load, just before the burst
+        "similar_p99_ratio_to_recommend_p99": round(pct(similar, 99) / before, 3),
         "recommend_p99_ms_before": round(before, 2), "recommend_p99_ms_during_burst": round(during, 2),
         "recommend_p99_ratio_during_burst": round(during / before, 3), "burst_changes": args.burst,
         "burst_s": round(burst_s, 2), "burst_extra_cpu_s": extra_cpu,

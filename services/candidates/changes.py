@@ -108,14 +108,14 @@ class CatalogChanges:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
             try:
-                self.delete_pending()
+                self.apply_pending()
             except Exception as exc:  # noqa: BLE001 - Milvus down: the in-memory filter still holds; retry
-                log.warning("deleting removed items from milvus failed; will retry", extra={"error": str(exc)})
+                log.warning("applying item changes to milvus failed; will retry", extra={"error": str(exc)})
                 self._wake.set()
                 self._stop.wait(1.0)
             self._stop.wait(self.interval_s)  # gather the next batch
 
-    def delete_pending(self) -> int:
+    def apply_pending(self) -> int:
         """Apply what is pending (everything, after a swap) to the active collection: upserts, then deletes;
         returns how many items were written."""
         version = self.active.current

@@ -39,7 +39,6 @@ class ItemContentWriter:
         self.index = {name: i for i, name in enumerate(self.columns)}
         self.genre_cols = {name[len(GENRE_PREFIX):]: i for name, i in self.index.items()
                            if name.startswith(GENRE_PREFIX)}
-        self.written = 0
         self._lock = threading.Lock()
 
     def vector(self, current: np.ndarray | None, item: catalog_pb2.Item) -> np.ndarray:
@@ -75,6 +74,5 @@ class ItemContentWriter:
                 for i, item_id in enumerate(ids)
             ]
             self.provider.online_write_batch(self.config, self.view, rows, progress=None)
-            self.written += len(rows)
         log.info("item content written", extra={"items": len(rows)})
         return len(rows)

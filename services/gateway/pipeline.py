@@ -160,16 +160,13 @@ class Recommender:
             return hop
 
         model = version = ""
-        known = self.popular.vocabulary
         with self.admission.slot() as admitted:
             neighbours = None
             if admitted:
                 near = note(call_hop(
                     "similar", self.backends.candidates.SimilarItems,
-                    candidates_pb2.SimilarItemsRequest(item_id=item_id, k=self._retrieval_k(variant), filter=(
-                        candidates_pb2.ItemFilter(
-                            include_genres=sorted(filters.include_genres) if filters.include_genres <= known else [],
-                            exclude_genres=sorted(filters.exclude_genres & known)))),
+                    candidates_pb2.SimilarItemsRequest(item_id=item_id, k=self._retrieval_k(variant),
+                                                       filter=self._index_filter(filters)),
                     budget.hop_timeout(HOP_CAP_MS["retrieve"]), md,
                 ))
                 if near.ok:
@@ -213,6 +210,17 @@ class Recommender:
             top = rerank(top + self.popular.top(extra), k, genres_of, filters, 1.0, seen, removed)
         return top
 
+    def _index_filter(self, filters: FilterSpec, exclude_ids: frozenset[str] = frozenset()):
+        """The filter as the candidate service can apply it. Its index knows the model's genres only: a genre that
+        came with an upserted item is filtered here (an include list naming one asks the index for everything; the
+        re-rank keeps what passes)."""
+        known = self.popular.vocabulary
+        return candidates_pb2.ItemFilter(
+            include_genres=sorted(filters.include_genres) if filters.include_genres <= known else [],
+            exclude_genres=sorted(filters.exclude_genres & known),
+            exclude_item_ids=sorted(exclude_ids),
+        )
+
     def _retrieval_k(self, variant: Variant) -> int:
         return variant.retrieval_k or self.settings.retrieval_k
 
@@ -233,15 +241,7 @@ class Recommender:
 
         # Stage 2: candidates (ANN in Milvus), excluding what the user saw and what the caller excluded.
         retrieval_k = self._retrieval_k(variant)
-        # The index knows the model's genres only: a genre that came with an upserted item is filtered here
-        # (an include list naming one asks the index for everything; the re-rank keeps what passes).
-        known = self.popular.vocabulary
-        include = sorted(filters.include_genres) if filters.include_genres <= known else []
-        cand_filter = candidates_pb2.ItemFilter(
-            include_genres=include,
-            exclude_genres=sorted(filters.exclude_genres & known),
-            exclude_item_ids=sorted(filters.exclude_item_ids | seen),
-        )
+        cand_filter = self._index_filter(filters, filters.exclude_item_ids | seen)
         retrieve = note(call_hop(
             "retrieve", self.backends.candidates.Retrieve,
             candidates_pb2.RetrieveRequest(

@@ -85,6 +85,10 @@ class StackConfig:
         """The address of one process (a service, or one instance such as "ranking-2")."""
         return f"127.0.0.1:{self.ports[name]}"
 
+    def metrics_env(self, name: str) -> dict[str, str]:
+        """The process's own /metrics port setting (none when the stack assigns no metrics ports)."""
+        return {config.METRICS_PORT.name: str(self.metrics_ports[name])} if self.metrics_ports else {}
+
     def metrics_targets(self) -> dict[str, str]:
         """Every process's /metrics address by process name (what Prometheus and the dashboard scrape)."""
         return {name: f"127.0.0.1:{port}" for name, port in (self.metrics_ports or {}).items()}
@@ -156,7 +160,7 @@ def instance_name(service: str, n: int) -> str:
 
 def _instance_env(cfg: StackConfig, service: str, name: str) -> dict[str, str]:
     """What differs for a further instance: its port and, for ranking, its own Ray folder."""
-    env = {"RECSYS_METRICS_PORT": str(cfg.metrics_ports[name])} if cfg.metrics_ports else {}
+    env = cfg.metrics_env(name)
     if name == service:
         return env
     env[f"RECSYS_{service.upper()}_PORT"] = str(cfg.ports[name])
@@ -209,8 +213,8 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
                 ready_timeout_s=180.0 if service == "ranking" else 120.0,
             ))
     for name, args in WORKERS.items():
-        worker_env = {**env, "RECSYS_METRICS_PORT": str(cfg.metrics_ports[name])} if cfg.metrics_ports else env
-        specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args], env=worker_env))
+        specs.append(ServiceSpec(name=name, argv=[sys.executable, "-m", "recsys.cli", *args],
+                                 env={**env, **cfg.metrics_env(name)}))
     return specs
 
 

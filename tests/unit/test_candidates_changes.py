@@ -37,8 +37,8 @@ def test_deleted_and_unavailable_items_are_removed_and_deleted_from_milvus_once(
     changes = CatalogChanges(active("items_v1", client))
     changes.apply([change("a", 1, "delete"), change("b", 2, "unavailable"), change("c", 3, "available")])
     assert changes.removed == {"a", "b"}
-    assert changes.delete_pending() == 2 and client.deleted == [("items_v1", ["a", "b"])]
-    assert changes.delete_pending() == 0  # nothing pending any more
+    assert changes.apply_pending() == 2 and client.deleted == [("items_v1", ["a", "b"])]
+    assert changes.apply_pending() == 0  # nothing pending any more
     changes.apply([change("a", 0, "available")])  # older than the delete: ignored
     assert "a" in changes.removed
     changes.apply([change("b", 5, "available")])
@@ -52,13 +52,13 @@ def test_a_new_collection_gets_every_removed_item_deleted_again_and_failures_are
     changes.apply([change("a", 1, "delete")])
     client.fail = True
     try:
-        changes.delete_pending()
+        changes.apply_pending()
     except ConnectionError:
         pass
     client.fail = False
-    assert changes.delete_pending() == 1
+    assert changes.apply_pending() == 1
     index.current.info.collection = "items_v2"  # `recsys index` swapped in a rebuild of the model's catalogue
-    assert changes.delete_pending() == 1 and client.deleted[-1] == ("items_v2", ["a"])
+    assert changes.apply_pending() == 1 and client.deleted[-1] == ("items_v2", ["a"])
 
 
 def test_skip_joins_seen_and_removed_without_copying():

@@ -31,6 +31,11 @@ def is_available(item: catalog_pb2.Item) -> bool:
     return not item.HasField("available") or item.available
 
 
+def item_key(change: catalog_pb2.ItemChange) -> str:
+    """The record key of a change: its item's id (what compaction keeps the latest change of)."""
+    return change.upsert.item_id if change.WhichOneof("change") == "upsert" else change.delete_item_id
+
+
 def deciding(
     changes: Iterable[catalog_pb2.ItemChange], stamps: dict[str, int]
 ) -> Iterator[tuple[str, catalog_pb2.ItemChange]]:
@@ -38,24 +43,18 @@ def deciding(
     older one (a changelog catching up on what came before a change already applied) is skipped. `stamps` (item
     -> time of its deciding change) is updated."""
     for change in changes:
-        kind = change.WhichOneof("change")
-        if kind is None:
+        if change.WhichOneof("change") is None:
             continue
-        item_id = change.delete_item_id if kind == "delete_item_id" else change.upsert.item_id
+        item_id = item_key(change)
         if change.timestamp_ms < stamps.get(item_id, 0):
             continue
         stamps[item_id] = change.timestamp_ms
         yield item_id, change
 
 
-def item_key(change: catalog_pb2.ItemChange) -> str:
-    """The record key of a change: its item's id (what compaction keeps the latest change of)."""
-    return change.upsert.item_id if change.WhichOneof("change") == "upsert" else change.delete_item_id
-
-
 class ItemChangeFollower:
     """Reads the items topic from its beginning on a thread and hands every batch of decoded changes to
-    `apply(changes)` (in topic order per item). Undecodable records are skipped and counted."""
+    `apply(changes)` (in topic order per item). Undecodable records are skipped and logged."""
 
     def __init__(self, topic: str, apply: Callable[[list[catalog_pb2.ItemChange]], None],
                  bootstrap: str | None = None, poll_timeout_ms: int = 200, name: str = "items") -> None:
@@ -65,11 +64,9 @@ class ItemChangeFollower:
         self.poll_timeout_ms = poll_timeout_ms
         self.name = name
         self.applied = 0
-        self.skipped = 0
         self.caught_up = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-changelog", daemon=True)
-        self._consumer: KafkaConsumer | None = None
 
     def start(self) -> ItemChangeFollower:
         self._thread.start()
@@ -113,7 +110,6 @@ class ItemChangeFollower:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            self._consumer = consumer
             try:
                 self._follow(consumer, targets)
                 return
@@ -135,7 +131,6 @@ class ItemChangeFollower:
                     try:
                         changes.append(codec.decode(catalog_pb2.ItemChange, record.value))
                     except codec.UndecodableMessage as exc:
-                        self.skipped += 1
                         log.warning("undecodable item change skipped", extra={"offset": record.offset,
                                                                                "partition": tp.partition,
                                                                                "error": str(exc)})

@@ -9,8 +9,6 @@ from collections.abc import Callable
 
 from recsys.monitoring.dashboard.scrape import Samples, Scrape
 
-Labels = tuple[tuple[str, str], ...]
-
 
 def summed(samples: Samples | None, name: str, by: tuple[str, ...],
            where: Callable[[dict[str, str]], bool] | None = None) -> dict[tuple[str, ...], float]:
@@ -23,14 +21,6 @@ def summed(samples: Samples | None, name: str, by: tuple[str, ...],
         if where is not None and not where(d):
             continue
         out[tuple(d.get(b, "") for b in by)] += value
-    return out
-
-
-def _total(scrape: Scrape, name: str, by: tuple[str, ...], where) -> dict[tuple[str, ...], float]:
-    out: dict[tuple[str, ...], float] = defaultdict(float)
-    for samples in scrape.targets.values():
-        for key, value in summed(samples, name, by, where).items():
-            out[key] += value
     return out
 
 
