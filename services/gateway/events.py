@@ -177,14 +177,33 @@ class SyncProducer:
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="event-produce")
 
-    def _produce(self, topic: str, events: Sequence[Message], timeout_s: float, key=None) -> int:
+    def _current(self):
+        """The producer, made on first use (connecting is bounded by max_block_ms)."""
         with self._lock:
             if self._producer is None:
                 self._producer = clients.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
-        futures = [clients.publish(self._producer, topic, e, None if key is None else key(e)) for e in events]
-        self._producer.flush(timeout=max(timeout_s, 0.1))
-        for fut in futures:
-            fut.get(timeout=0)
+            return self._producer
+
+    def _discard(self, producer) -> None:
+        """Drop a producer that failed a call, so the next call connects afresh: after a broker outage
+        kafka-python's idempotent producer can stay wedged (every later send timing out) although the broker
+        is back. What it still holds was answered UNAVAILABLE, so closing it loses nothing accepted."""
+        with self._lock:
+            if self._producer is not producer:
+                return  # another call replaced it already
+            self._producer = None
+        threading.Thread(target=close_quietly, args=(producer, 0), name="event-producer-close", daemon=True).start()
+
+    def _produce(self, topic: str, events: Sequence[Message], timeout_s: float, key=None) -> int:
+        producer = self._current()
+        try:
+            futures = [clients.publish(producer, topic, e, None if key is None else key(e)) for e in events]
+            producer.flush(timeout=max(timeout_s, 0.1))
+            for fut in futures:
+                fut.get(timeout=0)
+        except Exception:
+            self._discard(producer)
+            raise
         return len(futures)
 
     def warm(self, topics: Sequence[str]) -> None:
@@ -192,11 +211,9 @@ class SyncProducer:
         topic does not spend its deadline there."""
         def run() -> None:
             try:
-                with self._lock:
-                    if self._producer is None:
-                        self._producer = clients.make_producer(self.bootstrap, linger_ms=1, max_block_ms=2000)
+                producer = self._current()
                 for topic in topics:
-                    self._producer.partitions_for(topic)
+                    producer.partitions_for(topic)
             except Exception as exc:  # noqa: BLE001 - the first call connects instead
                 log.info("kafka producer not warmed up", extra={"error": repr(exc)})
 

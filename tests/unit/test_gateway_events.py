@@ -1,10 +1,14 @@
-"""The impression publisher batches what arrives between sends, and a broker outage loses nothing buffered."""
+"""The impression publisher batches what arrives between sends, and a broker outage loses nothing buffered; the
+acknowledged producer works again once the broker is back."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import pytest
+
+from recsys.common.errors import Unavailable
 from recsys.gateway import events
 from recsys.v1 import events_pb2
 
@@ -77,3 +81,39 @@ def test_events_offered_while_the_broker_is_down_are_delivered_after(monkeypatch
     down.clear()
     publisher.close(timeout_s=5.0)
     assert [e for p in producers for e in p.delivered] == ids
+
+
+class _WedgingProducer(_FakeProducer):
+    """Like kafka-python's idempotent producer after an outage: once a flush failed, every later one fails too."""
+
+    def flush(self, timeout: float) -> None:
+        if self.down.is_set():
+            self.wedged = True
+        if getattr(self, "wedged", False):
+            self.flushes += 1
+            self.pending.clear()
+            raise TimeoutError("wedged")
+        super().flush(timeout)
+
+
+def test_acknowledged_produce_works_again_once_the_broker_is_back(monkeypatch):
+    down = threading.Event()
+    producers: list[_FakeProducer] = []
+
+    def make(*args, **kwargs) -> _FakeProducer:
+        producers.append(_WedgingProducer(down))
+        return producers[-1]
+
+    monkeypatch.setattr(events.clients, "make_producer", make)
+    sync = events.SyncProducer("127.0.0.1:1")
+    try:
+        assert sync.produce("events", [events_pb2.Event(event_id="a", user_id="u1")], timeout_s=1.0) == 1
+        down.set()
+        with pytest.raises(Unavailable):
+            sync.produce("events", [events_pb2.Event(event_id="b", user_id="u1")], timeout_s=1.0)
+        down.clear()
+        assert sync.produce("events", [events_pb2.Event(event_id="c", user_id="u1")], timeout_s=1.0) == 1
+        assert [e for p in producers for e in p.delivered] == ["a", "c"]
+        assert len(producers) == 2  # the failed one was replaced, not reused
+    finally:
+        sync.close()
