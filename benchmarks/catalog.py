@@ -48,6 +48,7 @@ class Load:
     def __init__(self, gateway: str, users: list[str], threads: int = 4) -> None:
         self.gateway, self.users, self.threads = gateway, users, threads
         self.answers: list[tuple[float, float, frozenset[str]]] = []
+        self.hops: list[tuple[float, dict[str, float]]] = []  # (sent_at, ms per gateway hop) per answer
         self.errors = 0
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -64,6 +65,7 @@ class Load:
                     self.errors += 1
                     continue
                 self.answers.append((sent, (time.monotonic() - sent) * 1000, frozenset(i.item_id for i in recs.items)))
+                self.hops.append((sent, dict(recs.timings_ms)))
 
     def __enter__(self) -> Load:
         for w in self._workers:
@@ -77,6 +79,12 @@ class Load:
 
     def p99_since(self, since: float, until: float) -> float:
         return pct([ms for sent, ms, _ in self.answers if since <= sent < until], 99)
+
+    def hop_p99_since(self, since: float, until: float) -> dict[str, float]:
+        """p99 of each hop the gateway timed, over the answers to requests sent in [since, until)."""
+        window = [hops for sent, hops in self.hops if since <= sent < until]
+        names = sorted({name for hops in window for name in hops})
+        return {name: round(pct([h[name] for h in window if name in h], 99), 1) for name in names}
 
 
 def freshness(cfg: StackConfig, users: list[str], n: int) -> tuple[list[float], list[float]]:
@@ -153,6 +161,11 @@ def burst(cfg: StackConfig, supervisor, users: list[str], items: list[str], genr
         during_end = time.monotonic()
         cpu2 = cpu_seconds(supervisor)
     extra = {name: round((cpu2[name] - cpu1[name]) - (cpu1[name] - cpu0[name]), 2) for name in cpu2}
+    print(f"hop p99 ms before: {load.hop_p99_since(before_start, burst_start)}\n"
+          f"hop p99 ms during: {load.hop_p99_since(burst_start, during_end)}", flush=True)
+    steps = np.arange(before_start, during_end, 1.0)
+    print("Recommend p99 ms per second (the burst starts at 0): " + "  ".join(
+        f"{t - burst_start:+.0f}:{load.p99_since(t, t + 1.0):.0f}" for t in steps), flush=True)
     return (load.p99_since(before_start, burst_start), load.p99_since(burst_start, during_end),
             burst_end - burst_start, extra)
 

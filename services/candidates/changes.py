@@ -156,18 +156,19 @@ class CatalogChanges:
         encoder = self._encoder(version) if items else None
         if encoder is None:
             return 0
-        spec, genres = version.spec, version.info.genres
+        spec = version.spec
+        flags = [(schema.genre_field(i), feature_name(g))
+                 for i, g in enumerate(version.info.genres[:schema.MAX_GENRE_FIELDS])]
         for start in range(0, len(items), UPSERT_BATCH):
             batch = items[start:start + UPSERT_BATCH]
             features = [content_features(spec, item.genres, dict(item.attributes)) for item in batch]
-            vectors = encoder.embed_batch([item.item_id for item in batch], features)
+            vectors = encoder.embed_batch([item.item_id for item in batch], features).tolist()
             rows = []
             for item, vector in zip(batch, vectors, strict=True):
                 mine = {feature_name(g) for g in item.genres}
-                row = {schema.ID_FIELD: item.item_id, schema.VECTOR_FIELD: vector.tolist(),
+                row = {schema.ID_FIELD: item.item_id, schema.VECTOR_FIELD: vector,
                        schema.AVAILABLE_FIELD: True, schema.POPULARITY_FIELD: 0.0}
-                row.update({schema.genre_field(i): feature_name(g) in mine
-                            for i, g in enumerate(genres[:schema.MAX_GENRE_FIELDS])})
+                row.update({field: name in mine for field, name in flags})
                 rows.append(row)
             self.active.milvus.client.upsert(version.info.collection, rows, timeout=10.0)
             MILVUS_UPSERTS.inc(len(rows))

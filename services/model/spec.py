@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -22,6 +22,7 @@ CROSS_FEATURES = (
 )
 
 
+@lru_cache(maxsize=65536)  # labels repeat (genres, attribute keys): one regex per distinct label
 def feature_name(text: str) -> str:
     """A lower-case identifier from any label: 'Sci-Fi' -> 'sci_fi'."""
     name = re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_")
