@@ -2,42 +2,113 @@
 
 Past the backends' capacity every extra request in flight makes all of them slower, until their hops miss
 their deadlines together and nearly every answer degrades. With a cap, the admitted requests keep their
-normal speed; a request that finds no free slot within its wait is answered at once from the batch lists or
-popular items (degraded, reason "gateway: overloaded") and costs the backends nothing.
+normal speed; a request that finds no free slot in time is answered at once from the batch lists or popular
+items (degraded, reason "gateway: overloaded") and costs the backends nothing.
+
+The cap is sized from what the backends measurably sustain, not fixed: with `adaptive`, the limit grows by one
+per limit's worth of full paths that finished in time (under `target_s`, no hop degraded) and shrinks by a
+quarter when one did not (at most once per `target_s`, so that one slow moment is one step down), between 1 and
+`ceiling` (AIMD, as TCP sizes its window). A request waits for a slot only while a full path could still finish
+inside its deadline: at most `wait_s`, and never past its remaining budget less the full path's recent
+duration; one whose remaining budget is already shorter than that is not started at all.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge
 
+from recsys.common.feature_client import SKIPPED_NO_BUDGET
+
 ADMITTED = Gauge("recsys_gateway_full_path_in_flight", "Requests on the full path now")
-SHED = Counter("recsys_gateway_shed_total", "Requests answered from fallbacks because every full-path slot was busy")
+LIMIT = Gauge("recsys_gateway_full_path_limit", "Requests the full path admits at once (adapted to the backends)")
+SHED = Counter("recsys_gateway_shed_total", "Requests answered from fallbacks instead of the full path, by reason",
+               ["reason"])
+EWMA_ALPHA = 0.1
+#: Hop outcomes that say the backends are past their capacity (a down backend or an open breaker does not)
+OVERLOAD_STATUSES = frozenset({"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", SKIPPED_NO_BUDGET})
+
+
+class Ticket:
+    """An admitted request's slot; `fail()` when the full path degraded (a hop missed its deadline or failed)."""
+
+    __slots__ = ("started", "failed")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.failed = False
+
+    def fail(self) -> None:
+        self.failed = True
 
 
 class Admission:
-    """At most `limit` requests on the full path at once (0 = no limit); each waits up to `wait_s` for a slot."""
+    """At most `limit` requests on the full path at once (0 = no limit); see the module docstring."""
 
-    def __init__(self, limit: int, wait_s: float) -> None:
+    def __init__(self, limit: int, wait_s: float, adaptive: bool = False, target_s: float = 0.06,
+                 initial: int | None = None) -> None:
         self.wait_s = max(0.0, wait_s)
-        self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
+        self.ceiling = max(0, limit)
+        self.adaptive = adaptive and self.ceiling > 0
+        self.target_s = target_s
+        self.limit = float(min(self.ceiling, initial or self.ceiling)) if self.ceiling else 0.0
+        self.expected_s = 0.0  # EWMA of the full path's duration (admitted requests)
+        self.in_flight = 0
+        self._last_decrease = 0.0
+        self._cond = threading.Condition()
+        LIMIT.set(self.limit)
+
+    def _free(self) -> bool:
+        return self.in_flight < max(1, int(self.limit))
 
     @contextmanager
-    def slot(self) -> Iterator[bool]:
-        """True inside when admitted (the slot is held until the block ends), False when shed."""
-        if self._slots is None:
-            yield True
+    def slot(self, remaining_s: float | None = None) -> Iterator[Ticket | None]:
+        """A Ticket inside when admitted (the slot is held until the block ends), None when shed. `remaining_s`:
+        the request's budget left; no wait outlasts the time a full path still has to finish in it."""
+        if self.ceiling == 0:
+            yield Ticket()
             return
-        if not self._slots.acquire(timeout=self.wait_s):
-            SHED.inc()
-            yield False
+        wait = self.wait_s
+        if remaining_s is not None:
+            wait = min(wait, remaining_s - self.expected_s)
+            if wait < 0:
+                SHED.labels("deadline").inc()
+                yield None
+                return
+        with self._cond:
+            if not self._cond.wait_for(self._free, timeout=wait):
+                SHED.labels("busy").inc()
+                admitted = False
+            else:
+                self.in_flight += 1
+                admitted = True
+        if not admitted:
+            yield None
             return
         ADMITTED.inc()
+        ticket = Ticket()
         try:
-            yield True
+            yield ticket
         finally:
             ADMITTED.dec()
-            self._slots.release()
+            self._release(ticket, time.monotonic() - ticket.started)
+
+    def _release(self, ticket: Ticket, took_s: float) -> None:
+        with self._cond:
+            self.in_flight -= 1
+            self.expected_s = took_s if self.expected_s == 0 else (
+                (1 - EWMA_ALPHA) * self.expected_s + EWMA_ALPHA * took_s)
+            if self.adaptive:
+                now = time.monotonic()
+                if ticket.failed or took_s > self.target_s:
+                    if now - self._last_decrease >= self.target_s:
+                        self.limit = max(1.0, self.limit * 0.75)
+                        self._last_decrease = now
+                else:
+                    self.limit = min(float(self.ceiling), self.limit + 1.0 / max(1.0, self.limit))
+                LIMIT.set(self.limit)
+            self._cond.notify()

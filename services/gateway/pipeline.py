@@ -13,7 +13,7 @@ import numpy as np
 
 from recsys.common.feature_client import FeatureClient
 from recsys.gateway import fresh
-from recsys.gateway.admission import Admission
+from recsys.gateway.admission import OVERLOAD_STATUSES, Admission
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
@@ -90,11 +90,13 @@ class Recommender:
             return hop
 
         fresh_slots = fresh.slots(variant, k, self.settings, self.live)
-        with self.admission.slot() as admitted:
-            if admitted:
+        with self.admission.slot(budget.hop_timeout()) as ticket:
+            if ticket is not None:
                 ranked, item_matrix, model, version, seen = self._full_path(
                     user_id, filters, variant, context, budget, md, note, reasons, fresh_slots > 0
                 )
+                if any(t.status in OVERLOAD_STATUSES for t in timings):
+                    ticket.fail()
             else:  # every full-path slot busy: answer from the fallbacks at once, costing the backends nothing
                 reasons.append("gateway: overloaded")
                 ranked = self._fallback_candidates(user_id, variant)
@@ -160,7 +162,8 @@ class Recommender:
             return hop
 
         model = version = ""
-        with self.admission.slot() as admitted:
+        with self.admission.slot(budget.hop_timeout()) as ticket:
+            admitted = ticket is not None
             neighbours = None
             if admitted:
                 near = note(call_hop(
@@ -185,6 +188,8 @@ class Recommender:
                 user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
                 neighbours, _, model, version = self._rank(
                     user_id, neighbours, user_features, variant, context or {}, budget, md, note)
+            if admitted and any(t.status in OVERLOAD_STATUSES for t in timings):
+                ticket.fail()
         top = self._top(neighbours, k, filters, frozenset({item_id}))
         response = recommend_pb2.RecommendResponse(
             request_id=request_id, variant=variant.name, degraded=bool(reasons), degraded_reasons=reasons,

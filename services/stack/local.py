@@ -146,11 +146,11 @@ class StackConfig:
 
 
 def local_full_path_limit(cpus: int | None = None) -> int:
-    """Full-path requests at once when every service shares this machine's cores: one per core plus two.
-    Measured on 2 cores at concurrency 8 (November 2026, Rank straight to the replica): 4 gives 107-114 fully
-    ranked answers/s at p99 80-87 ms, 3 gives 99-100/s at p99 72 ms. Before that change, when a request cost
-    ~20 ms of CPU instead of ~16, 3 gave ~70/s and 4 only 71/s at p99 105 ms."""
-    return (cpus or os.cpu_count() or 1) + 2
+    """The ceiling of full-path requests at once when every service shares this machine's cores: four per core.
+    Within it the gateway's adaptive admission finds what the backends sustain (a fixed cores + 2, the value
+    before, was right on one 2-core machine and far too many on a slower one: 99% of answers degraded at
+    concurrency 8)."""
+    return 4 * (cpus or os.cpu_count() or 1)
 
 
 def instance_name(service: str, n: int) -> str:

@@ -190,12 +190,67 @@ def test_admission_sheds_beyond_the_limit_and_frees_slots():
     with admission.slot() as first, admission.slot() as second:
         started = time.perf_counter()
         with admission.slot() as third:
-            assert (first, second, third) == (True, True, False)
+            assert first is not None and second is not None and third is None
         assert time.perf_counter() - started < 0.5
     with admission.slot() as again:
-        assert again
+        assert again is not None
     with Admission(0, 0.0).slot() as unlimited:
-        assert unlimited
+        assert unlimited is not None
+
+
+def test_adaptive_admission_shrinks_on_overload_and_grows_back_while_full_paths_finish_in_time():
+    from recsys.gateway.admission import Admission
+
+    admission = Admission(16, wait_s=0.0, adaptive=True, target_s=0.01)
+    assert admission.limit == 16
+    for _ in range(5):  # hops time out: each miss (at most one per target_s) takes a quarter off
+        with admission.slot() as ticket:
+            ticket.fail()
+        time.sleep(0.011)
+    assert admission.limit < 16 * 0.75 ** 4
+    low = admission.limit
+    for _ in range(40):  # fast, clean full paths: one more slot per limit's worth of them
+        with admission.slot():
+            pass
+    assert low + 3 < admission.limit <= 16
+    before = admission.limit
+    with admission.slot():
+        time.sleep(0.02)  # slower than the target: overload too
+    assert admission.limit == pytest.approx(before * 0.75)
+
+
+def test_adaptive_admission_limit_never_below_one_and_a_burst_of_misses_is_one_step():
+    from recsys.gateway.admission import Admission
+
+    admission = Admission(8, wait_s=0.0, adaptive=True, target_s=10.0)
+    for _ in range(20):  # twenty misses within one target_s: one step down
+        with admission.slot() as ticket:
+            ticket.fail()
+    assert admission.limit == 6
+    tiny = Admission(8, wait_s=0.0, adaptive=True, target_s=0.0)
+    for _ in range(50):
+        with tiny.slot() as ticket:
+            ticket.fail()
+    assert tiny.limit == 1
+    with tiny.slot() as ticket:
+        assert ticket is not None  # one request always gets through
+
+
+def test_no_full_path_is_started_or_waited_for_when_the_deadline_cannot_be_met():
+    from recsys.gateway.admission import Admission
+
+    admission = Admission(1, wait_s=1.0)
+    admission.expected_s = 0.05  # full paths have recently taken 50 ms
+    started = time.perf_counter()
+    with admission.slot(remaining_s=0.03) as ticket:  # 30 ms left: not started
+        assert ticket is None
+    assert time.perf_counter() - started < 0.01
+    with admission.slot() as busy:
+        assert busy is not None
+        started = time.perf_counter()
+        with admission.slot(remaining_s=0.09) as ticket:  # waits 40 ms at most, not the full second
+            assert ticket is None
+        assert 0.03 < time.perf_counter() - started < 0.3
 
 
 def test_a_shed_request_is_answered_from_fallbacks_without_calling_a_backend(monkeypatch):

@@ -67,6 +67,6 @@ def test_local_stack_caps_the_gateways_full_path_unless_configured(tmp_path: Pat
 
     monkeypatch.delenv("RECSYS_GATEWAY_MAX_FULL_PATH", raising=False)
     cfg = StackConfig.default(tmp_path, "127.0.0.1:9092", fixed_ports=False)
-    assert cfg.env()["RECSYS_GATEWAY_MAX_FULL_PATH"] == str(local_full_path_limit()) and local_full_path_limit(2) == 4
+    assert cfg.env()["RECSYS_GATEWAY_MAX_FULL_PATH"] == str(local_full_path_limit()) and local_full_path_limit(2) == 8
     monkeypatch.setenv("RECSYS_GATEWAY_MAX_FULL_PATH", "7")  # the operator's value reaches the gateway as it is
     assert "RECSYS_GATEWAY_MAX_FULL_PATH" not in cfg.env()
