@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -40,13 +39,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as pads
+from kafka_perf import consumer_perf
 
 from recsys.common import children
 from recsys.eventlog import layout
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_LIB = REPO / "var" / "kafka" / "lib"
-KAFKA_TOOLS = REPO / "var" / "kafka" / "tools"
 ITEMS_PER_LIST = 10
 EVENT_HOURS = 6
 BAD_VALUE = b"\xff\xfe not a protobuf"
@@ -265,40 +263,6 @@ def clean_run(bootstrap: str, topics: dict[str, str], work: Path, held: dict, ti
     return sum(end - begin for begin, end in held.values()) / elapsed
 
 
-def kafka_perf_tool(bootstrap: str, topics: list[str], records: int) -> tuple[float | None, str]:
-    """Kafka's ConsumerPerformance (Java) over `topics`: records/s, or None and why not."""
-    jar = _tools_jar()
-    if jar is None:
-        return None, "kafka-tools jar not available (Maven could not resolve it)"
-    include = "^(" + "|".join(re.escape(t) for t in topics) + ")$"
-    done = subprocess.run(
-        ["java", "-Xmx512m", "-cp", f"{KAFKA_LIB}/*:{jar}", "org.apache.kafka.tools.ConsumerPerformance",
-         "--bootstrap-server", bootstrap, "--include", include, "--num-records", str(records), "--timeout", "30000",
-         "--group", f"perf-{uuid.uuid4().hex[:6]}", "--hide-header"],
-        capture_output=True, text=True, timeout=600,
-    )
-    for line in done.stdout.splitlines():
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) >= 6:
-            return float(fields[5]), f"ConsumerPerformance: {int(float(fields[4]))} records"
-    return None, f"ConsumerPerformance failed: {done.stderr[-500:]}"
-
-
-def _tools_jar() -> Path | None:
-    for folder in (KAFKA_LIB, KAFKA_TOOLS):
-        found = sorted(folder.glob("kafka-tools-[0-9]*.jar"))
-        if found:
-            return found[-1]
-    clients = sorted(KAFKA_LIB.glob("kafka-clients-*.jar"))
-    if not clients:
-        return None
-    version = clients[-1].stem.removeprefix("kafka-clients-")
-    subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact=org.apache.kafka:kafka-tools:{version}",
-                    f"-DoutputDirectory={KAFKA_TOOLS}"], capture_output=True, timeout=600)
-    found = sorted(KAFKA_TOOLS.glob("kafka-tools-[0-9]*.jar"))
-    return found[-1] if found else None
-
-
 def dataset_build(uri: str, work: Path) -> tuple[float, str]:
     """Seconds of `recsys dataset build` on the log (or of reading both tables where it does not exist)."""
     cli = [sys.executable, "-m", "recsys.cli"]
@@ -346,7 +310,8 @@ def run(bootstrap: str, args, work: Path) -> dict:
           f"{counted['files']} files", flush=True)
 
     clean = clean_run(bootstrap, topics, work, held, args.timeout_s)
-    perf, perf_note = kafka_perf_tool(bootstrap, [topics["events"], topics["impressions"]], records)
+    found = consumer_perf(bootstrap, [topics["events"], topics["impressions"]], records)
+    perf, perf_note = found["records_per_s"], found["note"]
     ratio = clean / perf if perf else None
     print(f"without kills, nothing else running: {clean:.0f} records/s; Kafka's consumer perf tool: "
           f"{perf if perf is None else round(perf)} records/s ({perf_note}); ratio "

@@ -8,7 +8,9 @@
    the Feast SDK's `get_online_features` for the same batch in-process.
 3. Freshness (unless --no-stream): starts a private Kafka broker, produces events at --rate events/s for
    --seconds from a separate process, runs the streaming consumer, and reports for every event the time from
-   its production (timestamp_ms) to the end of the Feast write that made it visible online.
+   its production (timestamp_ms) to the end of the Feast write that made it visible online; then Kafka's own
+   consumer perf tool reads the same topic (kafka_perf.py) and `ratio_to_kafka_consumer_perf` is the events/s
+   our consumer's CPU per event allows on one core over the tool's records/s.
 
 Servers started here (feature server, Kafka, Redis) are stopped by PID on exit. Prints figures, then one
 JSON object on the last line.
@@ -29,6 +31,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from kafka_perf import consumer_perf, ratio
 
 from recsys.common import children
 from recsys.common.ports import free_port
@@ -223,17 +226,25 @@ def _freshness(args, env: dict[str, str], tmp: Path) -> dict:
             if producer.poll() is None:
                 producer.kill()
             consumer.close()
-    produced = int(out.split()[-1]) if out.strip() else -1
+        produced = int(out.split()[-1]) if out.strip() else -1
+        perf = consumer_perf(bootstrap, [topic], produced)  # Kafka's own consumer on the same records
     stats = consumer.stats
     p50, p99, worst = _percentiles(stats.lags_s)
     rate = stats.applied / max(elapsed, 1e-9)
     cpu_us = cpu / max(total, 1) * 1e6
+    per_core = 1e6 / cpu_us if cpu_us > 0 else 0.0  # what one core would sustain at this CPU per event
+    to_perf = ratio(per_core, perf)
     print(f"freshness at {args.rate} events/s for {args.seconds:.0f}s: produced {produced}, consumed {total}, "
           f"applied {stats.applied} in {stats.batches} batches ({rate:.0f}/s); event-to-online p50 {p50:.0f} ms, "
-          f"p99 {p99:.0f} ms, max {worst:.0f} ms; consumer CPU {cpu_us:.0f} us/event")
+          f"p99 {p99:.0f} ms, max {worst:.0f} ms; consumer CPU {cpu_us:.0f} us/event = {per_core:.0f} events/s "
+          f"per core; Kafka's consumer perf tool on the same topic {perf['records_per_s']} records/s "
+          f"({perf['note']}; ours per core / it: {to_perf})")
     return {"freshness_p50_ms": round(p50, 1), "freshness_p99_ms": round(p99, 1), "freshness_max_ms": round(worst, 1),
             "events_produced": produced, "events_applied": stats.applied, "stream_rate": args.rate,
-            "stream_batches": stats.batches, "consumer_cpu_us_per_event": round(cpu_us, 1)}
+            "stream_batches": stats.batches, "consumer_cpu_us_per_event": round(cpu_us, 1),
+            "consumer_events_per_cpu_s": round(per_core, 1),
+            "kafka_consumer_perf_records_per_s": perf["records_per_s"],
+            "ratio_to_kafka_consumer_perf": to_perf}
 
 
 def main() -> int:

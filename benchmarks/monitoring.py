@@ -6,7 +6,9 @@
    served items), purchases, sampled predictions (8 features x 10 items) and a few malformed records.
 3. Runs the monitoring consumer (with its drift worker) until every record is consumed, and reports
    records/s from the first record polled to the last batch persisted and committed.
-4. Checks every produced record was counted exactly once from the persisted state (`lost`, `duplicated`).
+4. Checks every produced record was counted exactly once from the persisted state (`lost`, `duplicated`), then
+   reads the same topics with Kafka's own consumer perf tool (kafka_perf.py): `ratio_to_kafka_consumer_perf` is
+   our records/s over its records/s, in the same run on the same broker.
 5. Times one drift report over a 10,000-row window: the verdict (Evidently drift tests, history stored,
    alerts), then, separately, drawing its Evidently HTML report (done after the verdict, off its path).
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kafka_perf import consumer_perf, ratio
 
 from recsys.common.ports import free_port
 
@@ -195,6 +198,13 @@ def run(bootstrap: str, n_records: int, work: Path) -> dict:
     duplicated = sum(max(0, counted[k] - produced[k]) for k in counted)
     print(f"consumed {consumer.consumed} records in {elapsed:.2f} s; counted {counted}", flush=True)
 
+    # Kafka's own consumer perf tool over the same topics and records: the ceiling on this machine
+    perf = consumer_perf(bootstrap, [topics["events"], topics["impressions"], topics["predictions"]],
+                         produced["records"])
+    ours = consumer.consumed / elapsed if elapsed > 0 else 0.0
+    print(f"Kafka's consumer perf tool on the same topics: {perf['records_per_s']} records/s ({perf['note']}); "
+          f"ours {ours:.0f}/s, ratio {ratio(ours, perf)}", flush=True)
+
     # One drift report over a 10,000-row window (Evidently imported and warmed up by a first report).
     timing_store = MonitoringStore(work / "timing.sqlite")
     detector = DriftDetector(Reference.load(settings.reference_path), settings.drift_share)
@@ -220,6 +230,8 @@ def run(bootstrap: str, n_records: int, work: Path) -> dict:
     return {
         "events_per_s": round(consumer.consumed / elapsed, 1) if elapsed > 0 else 0.0,
         "events_per_cpu_s": round(consumer.consumed / cpu, 1) if cpu > 0 else 0.0,
+        "kafka_consumer_perf_records_per_s": perf["records_per_s"],
+        "ratio_to_kafka_consumer_perf": ratio(ours, perf),
         "records": consumer.consumed,
         "lost": lost,
         "duplicated": duplicated,

@@ -9,8 +9,9 @@ The cap is sized from what the backends measurably sustain, not fixed: with `ada
 per limit's worth of full paths that finished in time (under `target_s`, no hop degraded) and shrinks by a
 quarter when one did not (at most once per `target_s`, so that one slow moment is one step down), between 1 and
 `ceiling` (AIMD, as TCP sizes its window). A request waits for a slot only while a full path could still finish
-inside its deadline: at most `wait_s`, and never past its remaining budget less the full path's recent
-duration; one whose remaining budget is already shorter than that is not started at all.
+inside its deadline: at most `wait_s`, and never past its remaining budget less the time a full path likely
+takes now (the recent mean plus two mean deviations); one whose remaining budget is shorter than the recent mean
+is not started at all, unless nothing is on the full path (so the estimate always gets new measurements).
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ LIMIT = Gauge("recsys_gateway_full_path_limit", "Requests the full path admits a
 SHED = Counter("recsys_gateway_shed_total", "Requests answered from fallbacks instead of the full path, by reason",
                ["reason"])
 EWMA_ALPHA = 0.1
-#: Hop outcomes that say the backends are past their capacity (a down backend or an open breaker does not)
-OVERLOAD_STATUSES = frozenset({"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", SKIPPED_NO_BUDGET})
+#: What a degraded reason says when the backends are past their capacity (a down backend or an open breaker
+#: does not): a hop or the index ran out of time, or a server refused the call for load
+OVERLOAD_MARKS = ("DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", SKIPPED_NO_BUDGET, "timeout")
+
+
+def overloaded(reasons: list[str]) -> bool:
+    """True when one of an answer's degraded reasons ("hop: status") is a sign of overload."""
+    return any(mark in reason for reason in reasons for mark in OVERLOAD_MARKS)
 
 
 class Ticket:
@@ -56,7 +63,8 @@ class Admission:
         self.adaptive = adaptive and self.ceiling > 0
         self.target_s = target_s
         self.limit = float(min(self.ceiling, initial or self.ceiling)) if self.ceiling else 0.0
-        self.expected_s = 0.0  # EWMA of the full path's duration (admitted requests)
+        self.expected_s = 0.0  # a full path's likely duration: EWMA of the admitted ones' + 2 mean deviations
+        self._mean_s = self._dev_s = 0.0
         self.in_flight = 0
         self._last_decrease = 0.0
         self._cond = threading.Condition()
@@ -74,11 +82,11 @@ class Admission:
             return
         wait = self.wait_s
         if remaining_s is not None:
-            wait = min(wait, remaining_s - self.expected_s)
-            if wait < 0:
+            if remaining_s < self._mean_s and self.in_flight > 0:  # would likely not finish: not started
                 SHED.labels("deadline").inc()
                 yield None
                 return
+            wait = max(0.0, min(wait, remaining_s - self.expected_s))  # a free slot now is still taken
         with self._cond:
             if not self._cond.wait_for(self._free, timeout=wait):
                 SHED.labels("busy").inc()
@@ -100,8 +108,12 @@ class Admission:
     def _release(self, ticket: Ticket, took_s: float) -> None:
         with self._cond:
             self.in_flight -= 1
-            self.expected_s = took_s if self.expected_s == 0 else (
-                (1 - EWMA_ALPHA) * self.expected_s + EWMA_ALPHA * took_s)
+            if self._mean_s == 0:
+                self._mean_s = took_s
+            else:  # as TCP estimates its retransmission timeout from round trips
+                self._dev_s += EWMA_ALPHA * (abs(took_s - self._mean_s) - self._dev_s)
+                self._mean_s += EWMA_ALPHA * (took_s - self._mean_s)
+            self.expected_s = self._mean_s + 2 * self._dev_s
             if self.adaptive:
                 now = time.monotonic()
                 if ticket.failed or took_s > self.target_s:

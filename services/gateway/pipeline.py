@@ -13,7 +13,7 @@ import numpy as np
 
 from recsys.common.feature_client import FeatureClient
 from recsys.gateway import fresh
-from recsys.gateway.admission import OVERLOAD_STATUSES, Admission
+from recsys.gateway.admission import Admission, overloaded
 from recsys.gateway.budget import Budget
 from recsys.gateway.experiments import Experiment, Variant
 from recsys.gateway.fallbacks import BatchLists, PopularItems
@@ -95,7 +95,7 @@ class Recommender:
                 ranked, item_matrix, model, version, seen = self._full_path(
                     user_id, filters, variant, context, budget, md, note, reasons, fresh_slots > 0
                 )
-                if any(t.status in OVERLOAD_STATUSES for t in timings):
+                if overloaded(reasons):
                     ticket.fail()
             else:  # every full-path slot busy: answer from the fallbacks at once, costing the backends nothing
                 reasons.append("gateway: overloaded")
@@ -188,7 +188,7 @@ class Recommender:
                 user_features = user.value.features if user.ok else features_pb2.FeatureMatrix()
                 neighbours, _, model, version = self._rank(
                     user_id, neighbours, user_features, variant, context or {}, budget, md, note)
-            if admitted and any(t.status in OVERLOAD_STATUSES for t in timings):
+            if admitted and overloaded(reasons):
                 ticket.fail()
         top = self._top(neighbours, k, filters, frozenset({item_id}))
         response = recommend_pb2.RecommendResponse(
