@@ -7,14 +7,15 @@ change per item and:
   them, whatever Milvus still holds);
 - upserts new and changed items into the active Milvus collection, embedded by the model's item tower from their
   content (`recsys.model.item_encoder`; a model without one leaves them to the gateway's FRESH source), and
-  deletes removed ones; both batched (one call per up to 1000 items every `interval_s`), and all again into a new
-  collection when `recsys index` swaps one in.
+  deletes removed ones; both batched (one call per up to 250 upserts / 1000 deletes every `interval_s`, resting
+  longer after a big round as `pace` says), and all again into a new collection when `recsys index` swaps one in.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge
@@ -22,6 +23,7 @@ from prometheus_client import Counter, Gauge
 from recsys.candidates import schema
 from recsys.candidates.active import ActiveIndex, ServingVersion
 from recsys.common.kafka.changelog import deciding, is_available
+from recsys.common.pacing import DutyCycle
 from recsys.model.item_encoder import ItemEncoder, content_features
 from recsys.model.layout import BundleLayout
 from recsys.model.spec import feature_name
@@ -34,7 +36,7 @@ REMOVED = Gauge("recsys_candidates_removed_items", "Items deleted or unavailable
 MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items deleted from the active collection")
 MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
 DELETE_BATCH = 1000
-UPSERT_BATCH = 1000  # items embedded and upserted per round (every interval_s)
+UPSERT_BATCH = 250  # items embedded and upserted per round (every interval_s, or longer: `pace`)
 
 
 class Skip:
@@ -56,9 +58,10 @@ class Skip:
 class CatalogChanges:
     """The removed items and their deletion from Milvus; `apply` is the changelog follower's callback."""
 
-    def __init__(self, active: ActiveIndex, interval_s: float = 0.1) -> None:
+    def __init__(self, active: ActiveIndex, interval_s: float = 0.1, pace: DutyCycle | None = None) -> None:
         self.active = active
         self.interval_s = interval_s
+        self.pace = pace or DutyCycle(1.0)
         self.removed: frozenset[str] = frozenset()
         self._stamps: dict[str, int] = {}
         self._pending: set[str] = set()
@@ -107,13 +110,15 @@ class CatalogChanges:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.apply_pending()
             except Exception as exc:  # noqa: BLE001 - Milvus down: the in-memory filter still holds; retry
                 log.warning("applying item changes to milvus failed; will retry", extra={"error": str(exc)})
                 self._wake.set()
                 self._stop.wait(1.0)
-            self._stop.wait(self.interval_s)  # gather the next batch
+            # gather the next batch; after a big one, rest in proportion (a burst must not take serving's cores)
+            self._stop.wait(max(self.interval_s, self.pace.rest_s(time.monotonic() - started)))
 
     def apply_pending(self) -> int:
         """Apply what is pending (everything, after a swap) to the active collection: upserts, then deletes;

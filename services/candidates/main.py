@@ -15,6 +15,7 @@ from recsys.common import config
 from recsys.common.breaker import Breaker
 from recsys.common.feature_client import FeatureClient
 from recsys.common.kafka.changelog import ItemChangeFollower
+from recsys.common.pacing import DutyCycle
 from recsys.common.server import GrpcServer, ServerOptions, run_forever
 from recsys.model.spec import HISTORY_LEN
 
@@ -71,7 +72,7 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None, f
         breaker=Breaker(threshold=3, cooldown_s=settings.breaker_cooldown_s),
         recent_limit=history_len,
     )
-    changes = CatalogChanges(active).start()
+    changes = CatalogChanges(active, pace=DutyCycle.from_env()).start()
     follower = follow_items(changes) if follow else None
     retriever = Retriever(active, milvus, fetcher, settings.retrieval, breaker, changes=changes)
     server = create_server(retriever, ServerOptions.from_env(settings.port))

@@ -97,6 +97,12 @@ KAFKA_ITEMS_TOPIC = declare(
 )
 
 # Where the services find each other and the model registry (shared by several services).
+CATALOG_APPLY_SHARE = declare(
+    "RECSYS_CATALOG_APPLY_SHARE",
+    0.25,
+    "Share of one core's time the catalogue followers' heavy work (Milvus upserts, online feature writes) may take "
+    "while a burst of item changes goes through: after each batch they rest in proportion (1 = no pacing)",
+)
 FEATURES_ADDR = declare("RECSYS_FEATURES_ADDR", "127.0.0.1:50052", "Feature service address (host:port)")
 CANDIDATES_ADDR = declare("RECSYS_CANDIDATES_ADDR", "127.0.0.1:50053", "Candidate service address (host:port)")
 RANKING_ADDR = declare(

@@ -67,6 +67,7 @@ def _consume(args: argparse.Namespace) -> int:
     from recsys.common.kafka.changelog import ItemChangeFollower
     from recsys.common.logs import configure_logging
     from recsys.common.metrics import start_metrics_server
+    from recsys.common.pacing import DutyCycle
     from recsys.features.catalog import ItemContentWriter
     from recsys.features.consumer import EventConsumer
     from recsys.features.service import registered_views
@@ -84,7 +85,8 @@ def _consume(args: argparse.Namespace) -> int:
     except FailedPrecondition as exc:
         raise CliError(exc.message) from exc
     consumer = EventConsumer(updater, bootstrap=args.bootstrap)
-    items = ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), content.apply, args.bootstrap, name="features").start()
+    items = ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), content.apply, args.bootstrap, name="features",
+                               pace=DutyCycle.from_env()).start()
     metrics_port = start_metrics_server(config.BIND_HOST.str(), config.METRICS_PORT.int())
     logging.getLogger("recsys.features.consumer").info("consuming", extra={"metrics_port": metrics_port})
     freeze_heap()

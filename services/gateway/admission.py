@@ -6,12 +6,14 @@ normal speed; a request that finds no free slot in time is answered at once from
 items (degraded, reason "gateway: overloaded") and costs the backends nothing.
 
 The cap is sized from what the backends measurably sustain, not fixed: with `adaptive`, the limit grows by one
-per limit's worth of full paths that finished in time (under `target_s`, no hop degraded) and shrinks by a
-quarter when one did not (at most once per `target_s`, so that one slow moment is one step down), between 1 and
-`ceiling` (AIMD, as TCP sizes its window). A request waits for a slot only while a full path could still finish
-inside its deadline: at most `wait_s`, and never past its remaining budget less the time a full path likely
-takes now (the recent mean plus two mean deviations); one whose remaining budget is shorter than the recent mean
-is not started at all, unless nothing is on the full path (so the estimate always gets new measurements).
+per limit's worth of full paths that finished without a sign of overload (no hop out of time) and shrinks by a
+quarter when one had one (at most once per full path's mean duration, so that the requests caught in one slow
+moment are one step down), between 1 and `ceiling`: AIMD, as TCP sizes its window from losses.
+
+A request waits for a slot only while a full path could still finish inside its deadline: at most `wait_s`,
+and never past its remaining budget less the time a full path likely takes now (the recent mean plus two mean
+deviations); one whose remaining budget is shorter than the recent mean is not started at all, unless nothing
+is on the full path (so the estimate always gets new measurements).
 """
 
 from __future__ import annotations
@@ -56,12 +58,10 @@ class Ticket:
 class Admission:
     """At most `limit` requests on the full path at once (0 = no limit); see the module docstring."""
 
-    def __init__(self, limit: int, wait_s: float, adaptive: bool = False, target_s: float = 0.06,
-                 initial: int | None = None) -> None:
+    def __init__(self, limit: int, wait_s: float, adaptive: bool = False, initial: int | None = None) -> None:
         self.wait_s = max(0.0, wait_s)
         self.ceiling = max(0, limit)
         self.adaptive = adaptive and self.ceiling > 0
-        self.target_s = target_s
         self.limit = float(min(self.ceiling, initial or self.ceiling)) if self.ceiling else 0.0
         self.expected_s = 0.0  # a full path's likely duration: EWMA of the admitted ones' + 2 mean deviations
         self._mean_s = self._dev_s = 0.0
@@ -116,8 +116,8 @@ class Admission:
             self.expected_s = self._mean_s + 2 * self._dev_s
             if self.adaptive:
                 now = time.monotonic()
-                if ticket.failed or took_s > self.target_s:
-                    if now - self._last_decrease >= self.target_s:
+                if ticket.failed:
+                    if now - self._last_decrease >= self._mean_s:
                         self.limit = max(1.0, self.limit * 0.75)
                         self._last_decrease = now
                 else:

@@ -47,8 +47,7 @@ def main(port: int | None = None) -> int:
     missing = backends.warm_up()
     if missing:
         log.warning("backends not reachable yet; serving degraded until they are", extra={"backends": missing})
-    admission = Admission(settings.max_full_path, settings.admission_wait_ms / 1000, settings.admission_adaptive,
-                          settings.admission_target_ms / 1000)
+    admission = Admission(settings.max_full_path, settings.admission_wait_ms / 1000, settings.admission_adaptive)
     live = LiveCatalog(popular.genres)
     follower = _follow_items(live, bootstrap)
     if not follower.wait_caught_up(settings.catalog_wait_s):  # a restart must not serve what was deleted before

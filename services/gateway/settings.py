@@ -69,12 +69,8 @@ ADMISSION_ADAPTIVE = declare(
     "RECSYS_GATEWAY_ADMISSION_ADAPTIVE",
     True,
     "Adapt the full-path limit to what the backends sustain (AIMD between 1 and RECSYS_GATEWAY_MAX_FULL_PATH: up "
-    "while full paths finish within RECSYS_GATEWAY_ADMISSION_TARGET_MS, down when one misses it or a hop times "
-    "out); false = the fixed RECSYS_GATEWAY_MAX_FULL_PATH",
-    "gateway",
-)
-ADMISSION_TARGET_MS = declare(
-    "RECSYS_GATEWAY_ADMISSION_TARGET_MS", 60.0, "A full path slower than this counts as overload (adaptive admission)",
+    "while full paths finish with no hop out of time, a quarter down when one runs out of time); false = the "
+    "fixed RECSYS_GATEWAY_MAX_FULL_PATH",
     "gateway",
 )
 EVENT_INTERVAL_MS = declare(
@@ -143,7 +139,6 @@ class GatewaySettings:
     admission_wait_ms: float
     prediction_sample: float
     admission_adaptive: bool = True
-    admission_target_ms: float = 60.0
     rollout_refresh_s: float = 2.0
     exploration: str = ""
     catalog_wait_s: float = 10.0
@@ -176,7 +171,6 @@ class GatewaySettings:
             max_full_path=max(0, MAX_FULL_PATH.int()),
             admission_wait_ms=max(0.0, ADMISSION_WAIT_MS.float()),
             admission_adaptive=ADMISSION_ADAPTIVE.bool(),
-            admission_target_ms=max(1.0, ADMISSION_TARGET_MS.float()),
             prediction_sample=PREDICTION_SAMPLE.float(),
             rollout_refresh_s=ROLLOUT_REFRESH_S.float(),
             catalog_wait_s=max(0.0, CATALOG_WAIT_S.float()),

@@ -4,7 +4,8 @@ from its beginning by every process that needs the catalogue's state, then follo
 No consumer group: each follower assigns itself every partition and keeps no committed offset, so a restart
 rebuilds the whole state from the (compacted) topic and instances never split the partitions between them.
 `caught_up` is set once the follower has read up to the end offsets it saw at start: until then the state may
-lack changes made before the start.
+lack changes made before the start. A follower whose `apply` is heavy work may be paced (`pace`, a DutyCycle) once
+caught up, so that a burst of changes does not take the cores from serving.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from recsys.common.kafka import admin, clients, codec
+from recsys.common.pacing import DutyCycle
 from recsys.v1 import catalog_pb2
 
 log = logging.getLogger("recsys.kafka.changelog")
@@ -57,9 +59,11 @@ class ItemChangeFollower:
     `apply(changes)` (in topic order per item). Undecodable records are skipped and logged."""
 
     def __init__(self, topic: str, apply: Callable[[list[catalog_pb2.ItemChange]], None],
-                 bootstrap: str | None = None, poll_timeout_ms: int = 200, name: str = "items") -> None:
+                 bootstrap: str | None = None, poll_timeout_ms: int = 200, name: str = "items",
+                 pace: DutyCycle | None = None) -> None:
         self.topic = topic
         self.apply = apply
+        self.pace = pace  # once caught up, rest after each batch in proportion to the time apply took
         self.bootstrap = bootstrap
         self.poll_timeout_ms = poll_timeout_ms
         self.name = name
@@ -137,8 +141,11 @@ class ItemChangeFollower:
                 if records and tp in remaining and records[-1].offset + 1 >= remaining[tp]:
                     del remaining[tp]
             if changes:
+                started = time.monotonic()
                 self.apply(changes)
                 self.applied += len(changes)
+                if self.pace is not None and self.caught_up.is_set():
+                    self.pace.rest(time.monotonic() - started, self._stop)
             if not remaining and not self.caught_up.is_set():
                 self.caught_up.set()
                 log.info("items changelog caught up", extra={"follower": self.name, "changes": self.applied})
