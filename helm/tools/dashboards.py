@@ -114,9 +114,12 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel(
                 "Gateway admission",
                 [
-                    (f"sum (rate(recsys_gateway_shed_total{{{NS}}}[{RATE}]))", "shed / s"),
+                    (f"sum by (reason) (rate(recsys_gateway_shed_total{{{NS}}}[{RATE}]))", "shed / s ({{reason}})"),
                     (f"sum (recsys_gateway_full_path_in_flight{{{NS}}})", "full path in flight"),
+                    (f"sum (recsys_gateway_full_path_limit{{{NS}}})", "full path limit (adaptive)"),
                 ],
+                description="Shed: answered from fallbacks because no full-path slot freed in time (busy) or the "
+                "request's budget was shorter than a full path takes (deadline).",
             ),
             Panel(
                 "Kafka consumer lag",

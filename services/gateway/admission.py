@@ -31,6 +31,8 @@ ADMITTED = Gauge("recsys_gateway_full_path_in_flight", "Requests on the full pat
 LIMIT = Gauge("recsys_gateway_full_path_limit", "Requests the full path admits at once (adapted to the backends)")
 SHED = Counter("recsys_gateway_shed_total", "Requests answered from fallbacks instead of the full path, by reason",
                ["reason"])
+for _reason in ("busy", "deadline"):  # zero from the start: dashboards show 0, not "no data"
+    SHED.labels(_reason)
 EWMA_ALPHA = 0.1
 #: What a degraded reason says when the backends are past their capacity (a down backend or an open breaker
 #: does not): a hop or the index ran out of time, or a server refused the call for load
