@@ -60,7 +60,7 @@ MAX_FULL_PATH = declare(
 )
 ADMISSION_WAIT_MS = declare(
     "RECSYS_GATEWAY_ADMISSION_WAIT_MS",
-    50.0,
+    20.0,
     "Longest wait for a full-path slot before answering degraded (never past the request's budget less the full "
     "path's recent duration)",
     "gateway",
