@@ -171,3 +171,21 @@ def test_idle_clock_gives_up_on_a_consumer_that_never_gets_partitions():
     time.sleep(0.12)
     assert clock.expired(0)
     assert not rk.IdleClock(FakeConsumer([], assigned=False), idle_timeout_s=None).expired(0)
+
+
+def test_idle_clock_nudges_a_consumer_left_without_partitions_to_rejoin(monkeypatch):
+    from types import SimpleNamespace
+
+    from recsys.common.kafka import loop
+
+    calls = []
+    consumer = FakeConsumer([], assigned=False)
+    consumer._client = SimpleNamespace(cluster=SimpleNamespace(request_update=lambda: calls.append("metadata")))
+    consumer._coordinator = SimpleNamespace(request_rejoin=lambda: calls.append("rejoin"))
+    monkeypatch.setattr(loop, "REJOIN_NUDGE_S", 0.05)
+    clock = rk.IdleClock(consumer, idle_timeout_s=10, join_timeout_s=10)
+    assert not clock.expired(0) and calls == []
+    time.sleep(0.06)
+    assert not clock.expired(0) and calls == ["metadata", "rejoin"]
+    assert not clock.expired(0) and len(calls) == 2  # once per REJOIN_NUDGE_S, not every turn
+    loop.nudge_rejoin(FakeConsumer([], assigned=False))  # a client without those internals: nothing, no error

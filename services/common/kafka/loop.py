@@ -124,15 +124,31 @@ class ConsumerLoop(Generic[M]):
         return consumed
 
 
+REJOIN_NUDGE_S = 20.0
+
+
+def nudge_rejoin(consumer: KafkaConsumer) -> None:
+    """Ask for fresh metadata and a new group join. kafka-python 3.0 can leave a group leader that assigned
+    nothing (its assignor found "no partition metadata" for a new topic) waiting with no partition for good;
+    a rejoin with fresh metadata assigns again. Best effort: these are the client's internals."""
+    try:
+        consumer._client.cluster.request_update()
+        consumer._coordinator.request_rejoin()
+    except AttributeError:  # another kafka-python: nothing to nudge
+        return
+    log.warning("no partition assigned for %.0f s; asked for fresh metadata and a rejoin", REJOIN_NUDGE_S)
+
+
 class IdleClock:
     """When a bounded consume loop should stop: no record for `idle_timeout_s` while owning partitions, or
-    no partition at all for `join_timeout_s`. Time spent joining or rejoining the group is not idleness."""
+    no partition at all for `join_timeout_s`. Time spent joining or rejoining the group is not idleness. Every
+    REJOIN_NUDGE_S without a partition, the consumer is nudged to rejoin (`nudge_rejoin`)."""
 
     def __init__(self, consumer: KafkaConsumer, idle_timeout_s: float | None, join_timeout_s: float = 120.0) -> None:
         self.consumer = consumer
         self.idle_timeout_s = idle_timeout_s
         self.join_timeout_s = join_timeout_s
-        self._idle_since = self._unassigned_since = time.monotonic()
+        self._idle_since = self._unassigned_since = self._nudged = time.monotonic()
 
     def expired(self, records: int) -> bool:
         """Record one loop turn that consumed `records`; True when the loop should stop."""
@@ -142,9 +158,12 @@ class IdleClock:
         if records:
             self._idle_since = now
         if self.consumer.assignment():
-            self._unassigned_since = now
+            self._unassigned_since = self._nudged = now
         else:
             self._idle_since = now
+            if now - self._nudged >= REJOIN_NUDGE_S:
+                self._nudged = now
+                nudge_rejoin(self.consumer)
             if now - self._unassigned_since >= self.join_timeout_s:
                 log.warning("no partition assigned after %.0f s (subscription %s); giving up",
                             self.join_timeout_s, sorted(self.consumer.subscription() or ()))
