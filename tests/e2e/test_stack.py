@@ -139,6 +139,21 @@ def test_kafka_down_leaves_recommendations_unaffected(stack):
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # not accepted, so nothing accepted is lost
     finally:
         stack.kafka("start")
+        _wait_accepting(stack.gateway, users[0], timeout_s=90)  # the next tests start on a healthy stack
+
+
+def _wait_accepting(gateway: str, user: str, timeout_s: float) -> float:
+    """Seconds until the gateway acknowledges an event again (Kafka back and its producer reconnected)."""
+    started = time.monotonic()
+    with RecsysClient(gateway, timeout_s=2.0) as client:
+        while True:
+            try:
+                client.click(user, "i0001", timeout_s=5)
+                return time.monotonic() - started
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() - started > timeout_s:
+                    raise
+                time.sleep(0.5)
 
 
 def test_rank_calls_reach_the_ranking_replica_without_the_proxy(stack):

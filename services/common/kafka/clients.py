@@ -20,6 +20,7 @@ from recsys.common.kafka.codec import KeySerializer, ProtobufSerializer
 
 log = logging.getLogger(__name__)
 
+RECONNECT_BACKOFF_MAX_MS = 2000
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
@@ -60,7 +61,10 @@ def security_config() -> dict[str, object]:
 
 def client_config(bootstrap: str | None = None) -> dict[str, object]:
     """bootstrap_servers plus the security settings: the common arguments of every kafka-python client."""
-    return {"bootstrap_servers": servers(bootstrap), **security_config()}
+    # after a broker outage every client is connected again within 2 s of the broker's return (kafka-python's
+    # default backoff grows to 30 s: the candidate service's changelog follower then missed deletes for that long)
+    return {"bootstrap_servers": servers(bootstrap), "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+            **security_config()}
 
 
 def make_producer(bootstrap: str | None = None, *, linger_ms: int = 5, **overrides) -> KafkaProducer:
