@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -138,28 +139,49 @@ def similar_latency(cfg: StackConfig, items: list[str], n: int = 300) -> list[fl
     return out
 
 
+def _send_burst(gateway: str, batches: list[list[bytes]], go, sent) -> None:
+    """In its own process, as a product app would be: UpsertItems per batch once `go` is set; puts the
+    (monotonic start, end) of the sends on `sent`. The Items are parsed before waiting, so nothing but the calls
+    runs during the burst."""
+    items = [[catalog_pb2.Item.FromString(b) for b in batch] for batch in batches]
+    with RecsysClient(gateway, timeout_s=30.0) as client:
+        client.upsert_items(items[0][:1])  # connected (an item of the burst, so the catalogue is unchanged)
+        sent.put(None)
+        go.wait()
+        start = time.monotonic()
+        for batch in items:
+            client.upsert_items(batch)
+        sent.put((start, time.monotonic()))
+
+
 def burst(cfg: StackConfig, supervisor, users: list[str], items: list[str], genres: list[str], changes: int,
           seconds: float) -> tuple[float, float, float, dict[str, float]]:
     """(p99 before, p99 during the burst, the burst's seconds, CPU seconds per process during minus before) of
-    Recommend under the same load."""
+    Recommend under the same load. The changes are sent by another process (the load's clients keep this one's
+    interpreter to themselves, as the product app writing the catalogue is not the one asking for
+    recommendations)."""
     rng = np.random.default_rng(7)
-    with Load(cfg.address("gateway"), users) as load, RecsysClient(cfg.address("gateway"), timeout_s=30.0) as client:
+    batches = [[catalog_pb2.Item(item_id=items[i % len(items)], title=f"changed {i}",
+                                 genres=list(rng.choice(genres, size=2, replace=False)),
+                                 attributes={"year": str(1950 + i % 70)}).SerializeToString()
+                for i in range(start, min(changes, start + 500))] for start in range(0, changes, 500)]
+    ctx = multiprocessing.get_context("spawn")
+    go, sent = ctx.Event(), ctx.Queue()
+    sender = ctx.Process(target=_send_burst, args=(cfg.address("gateway"), batches, go, sent), daemon=True)
+    sender.start()
+    sent.get(timeout=120)  # the sender is ready
+    with Load(cfg.address("gateway"), users) as load:
         time.sleep(1)
         cpu0 = cpu_seconds(supervisor)
         before_start = time.monotonic()
         time.sleep(seconds)
-        burst_start = time.monotonic()
         cpu1 = cpu_seconds(supervisor)
-        for start in range(0, changes, 500):
-            client.upsert_items([
-                catalog_pb2.Item(item_id=items[i % len(items)], title=f"changed {i}",
-                                 genres=list(rng.choice(genres, size=2, replace=False)),
-                                 attributes={"year": str(1950 + i % 70)})
-                for i in range(start, min(changes, start + 500))])
-        burst_end = time.monotonic()
-        time.sleep(max(0.0, seconds - (burst_end - burst_start)))  # the changes still flowing into Milvus count
+        go.set()
+        burst_start, burst_end = sent.get(timeout=600)
+        time.sleep(max(0.0, seconds - (time.monotonic() - burst_start)))  # the changes still flowing count
         during_end = time.monotonic()
         cpu2 = cpu_seconds(supervisor)
+    sender.join(timeout=30)
     extra = {name: round((cpu2[name] - cpu1[name]) - (cpu1[name] - cpu0[name]), 2) for name in cpu2}
     print(f"hop p99 ms before: {load.hop_p99_since(before_start, burst_start)}\n"
           f"hop p99 ms during: {load.hop_p99_since(burst_start, during_end)}", flush=True)

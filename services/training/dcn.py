@@ -54,6 +54,9 @@ def train_dcn(
     user (rows grouped contiguously), needed for the listwise loss; `weights` (N,) weigh each row's loss
     (scaled to mean 1, so the learning rate means the same with and without them)."""
     torch.manual_seed(cfg.seed)
+    # denormal floats appear in the cross layers' gradients after a few hundred steps and made each step ~3x
+    # slower (DCN-v2 on the demo's ranker examples: 52 s -> 19 s); flushing them to zero changes nothing measurable
+    torch.set_flush_denormal(True)
     rng = np.random.default_rng(cfg.seed)
     mean = x.mean(axis=0).astype(np.float32)
     std = x.std(axis=0)

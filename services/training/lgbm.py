@@ -73,7 +73,7 @@ def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[
         "deterministic": True,
         "force_row_wise": True,
         "verbosity": -1,
-        "lambdarank_truncation_level": 50,
+        "lambdarank_truncation_level": cfg.truncation_level,
         "eval_at": [20],
     }
     w = None if weights is None else normalized_weights(weights, len(y))

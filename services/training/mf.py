@@ -1,7 +1,9 @@
 """Matrix-factorisation baseline: implicit ALS (Hu, Koren & Volinsky 2008) on the binary matrix.
 
-Confidence c_ui = 1 + alpha for observed pairs (1 otherwise), preference p_ui = 1 observed / 0 not;
-alternating exact least-squares solves with L2 regularisation.
+Confidence c_ui = 1 + alpha for observed pairs (1 otherwise), preference p_ui = 1 observed / 0 not, L2
+regularisation. Fit with the `implicit` library's CPU solver: conjugate-gradient steps per row (Takacs et al.
+2011) in native code on every core, instead of an exact dense solve per row in a Python loop (5.5 s on
+ml-latest-small before, a fraction of a second now).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from threadpoolctl import threadpool_limits
 
 from recsys.training.matrix import InteractionMatrix
 
@@ -24,21 +26,7 @@ class ALSConfig:
     reg: float = 5.0
     alpha: float = 10.0
     seed: int = 0
-
-
-def _solve_rows(x: sp.csr_matrix, fixed: np.ndarray, cfg: ALSConfig) -> np.ndarray:
-    """Least-squares update of every row of `x` given the other side's factors `fixed`."""
-    d = fixed.shape[1]
-    base = fixed.T @ fixed + cfg.reg * np.eye(d)
-    out = np.zeros((x.shape[0], d))
-    for r in range(x.shape[0]):
-        idx = x.indices[x.indptr[r] : x.indptr[r + 1]]
-        if len(idx) == 0:
-            continue
-        y = fixed[idx]
-        a = base + cfg.alpha * (y.T @ y)
-        out[r] = np.linalg.solve(a, (1.0 + cfg.alpha) * y.sum(axis=0))
-    return out
+    threads: int = 0  # 0 = every core
 
 
 class ALS:
@@ -50,18 +38,23 @@ class ALS:
         self.config = config or ALSConfig()
 
     def fit(self, matrix: InteractionMatrix, progress: bool = True) -> ALS:
+        """Factorise `matrix` (users x items, any positive value = observed)."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
         cfg = self.config
         self.matrix = matrix
-        x = matrix.csr.tocsr()
-        xt = x.T.tocsr()
-        rng = np.random.default_rng(cfg.seed)
-        self.item_factors = rng.normal(0, 0.01, (x.shape[1], cfg.factors))
-        self.user_factors = np.zeros((x.shape[0], cfg.factors))
-        for _ in tqdm(range(cfg.iterations), desc="als", unit="iter", disable=not progress, leave=False):
-            self.user_factors = _solve_rows(x, self.item_factors, cfg)
-            self.item_factors = _solve_rows(xt, self.user_factors, cfg)
-        self.user_factors = self.user_factors.astype(np.float32)
-        self.item_factors = self.item_factors.astype(np.float32)
+        x = sp.csr_matrix(matrix.csr, dtype=np.float32, copy=True)
+        x.data[:] = 1.0
+        # implicit reads each stored value times `alpha` as the confidence c_ui itself (1 where nothing is stored)
+        # its BLAS calls are tiny: a BLAS thread pool only contends with its own threads
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=cfg.factors, regularization=cfg.reg, alpha=1.0 + cfg.alpha, iterations=cfg.iterations,
+                use_cg=True, random_state=cfg.seed, num_threads=cfg.threads, dtype=np.float32,
+            )
+            model.fit(x, show_progress=progress)
+        self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self
 
     def scores(self, rows: np.ndarray) -> np.ndarray:

@@ -24,6 +24,10 @@ class LGBMConfig:
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
+    #: lambdarank learns the order of each user's top this many positions (pairs below them are left out): 20, the
+    #: K of Recall@20 that serving is judged by; against 50: 30% less LightGBM time, AUC -0.5%, two-stage
+    #: Recall@20 +2% / -0.8% (ml-latest-small / synthetic, benchmarks/quality.py)
+    truncation_level: int = 20
     threads: int = 2
     seed: int = 0
 
