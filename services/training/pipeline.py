@@ -39,6 +39,7 @@ from recsys.training.dcn import train_dcn
 from recsys.training.examples import RankingExamples, build_examples
 from recsys.training.exposures import label_window_feedback
 from recsys.training.features import build_feature_spec, build_item_features, build_user_features, build_user_history
+from recsys.training.final_fit import FinalFit, in_child
 from recsys.training.lgbm import train_lgbm
 from recsys.training.matrix import InteractionMatrix, batches, top_k
 from recsys.training.mf import ALS, ALSConfig
@@ -58,6 +59,8 @@ class TrainConfig:
     max_exposed: int = 100  # logged exposure-aware negatives per user (only when the data has exposures)
     outside_positives: bool = False
     default_ranker: str = "lgbm"
+    #: "auto" | "on" | "off": fit the final two-tower model in a child process beside the rest (`final_fit`)
+    final_fit_in_child: str = "auto"
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     als: ALSConfig = field(default_factory=ALSConfig)
     dcn: DCNConfig = field(default_factory=DCNConfig)
@@ -215,7 +218,7 @@ class TwoStage:
         return idx[:, :k], val[:, :k]
 
 
-def _fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool,
+def fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool,
                    init: TwoTowerModel | None = None) -> TwoTowerModel:
     inter = ds.interactions
     items = IdIndex(ds.items["item_id"].astype(object))
@@ -316,23 +319,36 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool) -> tuple[ModelBund
 
     spec = build_feature_spec(ds)
     t0 = time.perf_counter()
-    mask = holdout_mask(ds.interactions, "temporal", cfg.label_frac)
-    hist_ds = replace(ds, interactions=ds.interactions.loc[~mask].reset_index(drop=True))
-    labels = ds.interactions.loc[mask]
-    hist_spec = spec_as_of(spec, hist_ds)
-    tt_hist = _fit_two_tower(hist_ds, hist_spec, cfg.two_tower, progress)
-    done("retrieval_for_ranker_examples", t0)
+    # the final retrieval model: in a child process beside everything else when that pays (`final_fit`); it
+    # continues from the one fit on the history when finetune_epochs > 0, so then it waits for that one
+    child = None
+    if cfg.two_tower.finetune_epochs == 0 and in_child(cfg.threads, len(ds.interactions), cfg.final_fit_in_child):
+        child = FinalFit(ds, spec, cfg.two_tower, cfg.seed)
+    try:
+        mask = holdout_mask(ds.interactions, "temporal", cfg.label_frac)
+        hist_ds = replace(ds, interactions=ds.interactions.loc[~mask].reset_index(drop=True))
+        labels = ds.interactions.loc[mask]
+        hist_spec = spec_as_of(spec, hist_ds)
+        with torch_threads(1 if child else cfg.threads):
+            tt_hist = fit_two_tower(hist_ds, hist_spec, cfg.two_tower, progress)
+        done("retrieval_for_ranker_examples", t0)
 
-    t0 = time.perf_counter()
-    examples = label_window_examples(TwoStage(_provisional_bundle(hist_ds, hist_spec, tt_hist)), hist_ds, labels,
-                                     cfg, rng)
-    rankers = train_rankers(examples, spec, cfg, progress)
-    done("rankers", t0)
+        t0 = time.perf_counter()
+        examples = label_window_examples(TwoStage(_provisional_bundle(hist_ds, hist_spec, tt_hist)), hist_ds,
+                                         labels, cfg, rng)
+        rankers = train_rankers(examples, spec, cfg, progress)
+        done("rankers", t0)
 
-    t0 = time.perf_counter()
-    # the final retrieval model, continuing from the one fit on the history when finetune_epochs > 0
-    tt = _fit_two_tower(ds, spec, cfg.two_tower, progress, tt_hist if cfg.two_tower.finetune_epochs > 0 else None)
-    done("two_tower", t0)
+        t0 = time.perf_counter()
+        if child:
+            tt = child.result()
+        else:
+            tt = fit_two_tower(ds, spec, cfg.two_tower, progress,
+                               tt_hist if cfg.two_tower.finetune_epochs > 0 else None)
+        done("two_tower", t0)
+    finally:
+        if child:
+            child.close()
 
     t0 = time.perf_counter()
     matrix = InteractionMatrix.from_dataset(ds)
