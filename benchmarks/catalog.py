@@ -139,6 +139,41 @@ def similar_latency(cfg: StackConfig, items: list[str], n: int = 300) -> list[fl
     return out
 
 
+class CpuSampler:
+    """CPU seconds of every service, sampled every second on a thread (where a burst's work lands, and when)."""
+
+    def __init__(self, supervisor) -> None:
+        self.supervisor = supervisor
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), cpu_seconds(self.supervisor)))
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def print_per_second(self, origin: float, first: float, last: float) -> None:
+        """CPU ms per second of each service, for the samples between origin+first and origin+last."""
+        rows = [(t, cpu) for t, cpu in self.samples if first - 1 <= t - origin <= last]
+        if len(rows) < 2:
+            return
+        names = sorted(rows[0][1])
+        print("CPU ms per second by service (t = seconds from the burst's start):", flush=True)
+        print("    t  " + " ".join(f"{n[:10]:>10}" for n in names), flush=True)
+        for (t0, a), (t1, b) in zip(rows, rows[1:], strict=False):
+            cells = " ".join(f"{(b.get(n, 0) - a.get(n, 0)) * 1000 / (t1 - t0):>10.0f}" for n in names)
+            print(f"{t1 - origin:+5.1f}  {cells}", flush=True)
+
+
 def _send_burst(gateway: str, batches: list[list[bytes]], go, sent) -> None:
     """In its own process, as a product app would be: UpsertItems per batch once `go` is set; puts the
     (monotonic start, end) of the sends on `sent`. The Items are parsed before waiting, so nothing but the calls
@@ -170,7 +205,7 @@ def burst(cfg: StackConfig, supervisor, users: list[str], items: list[str], genr
     sender = ctx.Process(target=_send_burst, args=(cfg.address("gateway"), batches, go, sent), daemon=True)
     sender.start()
     sent.get(timeout=120)  # the sender is ready
-    with Load(cfg.address("gateway"), users) as load:
+    with Load(cfg.address("gateway"), users) as load, CpuSampler(supervisor) as sampler:
         time.sleep(1)
         cpu0 = cpu_seconds(supervisor)
         before_start = time.monotonic()
@@ -185,6 +220,7 @@ def burst(cfg: StackConfig, supervisor, users: list[str], items: list[str], genr
     extra = {name: round((cpu2[name] - cpu1[name]) - (cpu1[name] - cpu0[name]), 2) for name in cpu2}
     print(f"hop p99 ms before: {load.hop_p99_since(before_start, burst_start)}\n"
           f"hop p99 ms during: {load.hop_p99_since(burst_start, during_end)}", flush=True)
+    sampler.print_per_second(burst_start, -3, seconds)
     steps = np.arange(before_start, during_end, 1.0)
     print("Recommend p99 ms per second (the burst starts at 0): " + "  ".join(
         f"{t - burst_start:+.0f}:{load.p99_since(t, t + 1.0):.0f}" for t in steps), flush=True)

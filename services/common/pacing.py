@@ -10,6 +10,9 @@ t * (1 / share - 1). With nothing to do it costs nothing, and a single change is
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from recsys.common.config import CATALOG_APPLY_SHARE
 
@@ -35,3 +38,31 @@ class DutyCycle:
         pause = self.rest_s(busy_s)
         if pause > 0:
             (stop or threading.Event()).wait(pause)
+
+
+class PacedGate:
+    """Paced work inside request handlers (catalogue writes on the gateway): one piece at a time, and after a
+    piece that kept its handler busy t seconds the next one starts no earlier than `DutyCycle.rest_s(t)` later.
+    The piece's own answer is not held back; a caller waits at most `max_wait_s` for its turn, after which it goes
+    ahead anyway (a deadline beats pacing)."""
+
+    def __init__(self, cycle: DutyCycle) -> None:
+        self.cycle = cycle
+        self._lock = threading.Lock()
+        self._free_at = 0.0
+
+    @contextmanager
+    def turn(self, max_wait_s: float) -> Iterator[None]:
+        deadline = time.monotonic() + max(0.0, max_wait_s)
+        held = self._lock.acquire(timeout=max(0.0, max_wait_s))
+        start = time.monotonic()
+        try:
+            wait = min(self._free_at, deadline) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            start = time.monotonic()
+            yield
+        finally:
+            if held:
+                self._free_at = time.monotonic() + self.cycle.rest_s(time.monotonic() - start)
+                self._lock.release()

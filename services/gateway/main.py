@@ -9,6 +9,7 @@ from dataclasses import replace
 from recsys.common import config
 from recsys.common.kafka.changelog import ItemChangeFollower
 from recsys.common.logs import configure_logging
+from recsys.common.pacing import DutyCycle, PacedGate
 from recsys.common.server import run_forever
 from recsys.gateway.admission import Admission
 from recsys.gateway.catalogue import load_catalogue
@@ -57,7 +58,7 @@ def main(port: int | None = None) -> int:
     producer.warm([config.KAFKA_EVENTS_TOPIC.str(), config.KAFKA_ITEMS_TOPIC.str()])
     recommender = Recommender(settings, backends, experiment, popular, batch, admission, live)
     server = create_server(settings, RecommendService(recommender, publisher, settings), EventService(producer),
-                           CatalogService(producer, live))
+                           CatalogService(producer, live, PacedGate(DutyCycle.from_env())))
     try:
         run_forever(server)
     finally:
@@ -71,4 +72,5 @@ def main(port: int | None = None) -> int:
 def _follow_items(live: LiveCatalog, bootstrap: str) -> ItemChangeFollower:
     """The items changelog into the live catalogue, on a thread (from the topic's beginning; the topic is made,
     compacted, when missing)."""
-    return ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), live.apply, bootstrap, name="gateway").start()
+    return ItemChangeFollower(config.KAFKA_ITEMS_TOPIC.str(), live.apply, bootstrap, name="gateway",
+                              pace=DutyCycle.from_env()).start()

@@ -9,6 +9,7 @@ import time
 from recsys.common import config
 from recsys.common.errors import InvalidArgument
 from recsys.common.kafka.changelog import item_key
+from recsys.common.pacing import DutyCycle, PacedGate
 from recsys.gateway import metrics
 from recsys.gateway.events import AsyncPublisher, SyncProducer, validate_events
 from recsys.gateway.items import LiveCatalog, validate_deletes, validate_upserts
@@ -138,9 +139,12 @@ class CatalogService:
     """UpsertItems / DeleteItems: validated, produced to the items topic and acknowledged by Kafka, then applied
     to this gateway's live catalogue (so its own answers honour a change from the moment the call returns)."""
 
-    def __init__(self, producer: SyncProducer, live: LiveCatalog) -> None:
+    def __init__(self, producer: SyncProducer, live: LiveCatalog, gate: PacedGate | None = None) -> None:
         self.producer = producer
         self.live = live
+        # catalogue writes are bulk work beside the serving path: one call at a time, paced (RECSYS_CATALOG_APPLY_SHARE
+        # of the time), so a burst of them does not take the cores Recommend needs
+        self.gate = gate or PacedGate(DutyCycle(1.0))
 
     def _produce(self, changes: list[catalog_pb2.ItemChange], remaining: float | None) -> int:
         timeout = 5.0 if remaining is None else max(0.05, min(5.0, remaining / 2))
@@ -148,12 +152,18 @@ class CatalogService:
         self.live.apply(changes)
         return accepted
 
+    def _turn(self, remaining: float | None):
+        """This call's turn at the gate: it waits at most a quarter of its remaining time for it."""
+        return self.gate.turn(1.0 if remaining is None else remaining / 4)
+
     def upsert(self, request: catalog_pb2.UpsertItemsRequest, remaining: float | None):
         """Create or replace whole items (unset availability = available)."""
-        accepted = self._produce(validate_upserts(request.items), remaining)
+        with self._turn(remaining):
+            accepted = self._produce(validate_upserts(request.items), remaining)
         return catalog_pb2.UpsertItemsResponse(accepted=accepted)
 
     def delete(self, request: catalog_pb2.DeleteItemsRequest, remaining: float | None):
         """Delete items: never served again by any source once this returns."""
-        accepted = self._produce(validate_deletes(request.item_ids), remaining)
+        with self._turn(remaining):
+            accepted = self._produce(validate_deletes(request.item_ids), remaining)
         return catalog_pb2.DeleteItemsResponse(accepted=accepted)
