@@ -98,6 +98,15 @@ def cmd_batch_recommend(args: argparse.Namespace) -> int:
         raise CliError(f"--ranker {args.ranker!r} not in model (has: {', '.join(sorted(bundle.rankers))})")
     ds = _load(args.data)
     validate_dataset(ds)
+    if args.workers or args.ray_address:
+        from recsys.training.batch_ray import batch_recommend_ray
+
+        summary = batch_recommend_ray(Path(model_dir), ds, args.k, Path(args.out), workers=args.workers or 1,
+                                      ray_address=args.ray_address, ranker=args.ranker, fmt=args.format)
+        print(json.dumps({"model": str(model_dir), **summary}))
+        return 0
+    if args.format != "csv":
+        raise CliError("--format parquet writes shards: it needs --workers (Ray Data)")
     t0 = time.perf_counter()
     recs = batch_recommend(bundle, ds, args.k, args.ranker, progress=not args.quiet)
     out = Path(args.out)
@@ -161,8 +170,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     br.add_argument("--version", help="registry version to load instead of `latest`")
     br.add_argument("--data", required=True, help="dataset whose users get recommendations (seen items excluded)")
     br.add_argument("--k", type=int, default=10, help="recommendations per user")
-    br.add_argument("--out", required=True, help="CSV file: user_id,item_id,rank,score")
+    br.add_argument("--out", required=True, help="CSV file: user_id,item_id,rank,score (with --workers: a folder of "
+                    "CSV or Parquet shards)")
     br.add_argument("--ranker", choices=("dcn", "lgbm"), help="ranker to use (default: the model's default)")
+    br.add_argument("--workers", type=int, default=0, help="score on Ray Data with this many actors (one CPU "
+                    "each); 0 = in this process")
+    br.add_argument("--ray-address", help="Ray cluster to join (default with --workers: a local Ray for the call)")
+    br.add_argument("--format", choices=("csv", "parquet"), default="csv", help="shard format with --workers")
     br.add_argument("--quiet", action="store_true", help="no progress bars")
     br.set_defaults(func=cmd_batch_recommend)
 

@@ -380,14 +380,21 @@ def batch_recommend(bundle: ModelBundle, ds: Dataset, k: int, ranker: str | None
                   disable=not progress):
         sub = UserState(state.user_ids[b], state.features[b], [state.histories[j] for j in b],
                         [state.seen[j] for j in b])
-        idx, val = stage.recommend(sub, k, ranker, candidates)
-        rows, cols = np.nonzero(idx >= 0)
-        frames.append(pd.DataFrame({
-            "user_id": sub.user_ids[rows].astype(str),
-            "item_id": stage.items.ids[idx[rows, cols]].astype(str),
-            "rank": cols + 1,
-            "score": val[rows, cols],
-        }))
+        frames.append(pd.DataFrame(recommend_rows(stage, sub, k, ranker, candidates)))
     if not frames:
         return pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
     return pd.concat(frames, ignore_index=True)
+
+
+def recommend_rows(stage: TwoStage, state: UserState, k: int, ranker: str | None,
+                   candidates: int) -> dict[str, np.ndarray]:
+    """Top-k of each user of `state` as columns user_id, item_id, rank (1 = best), score: one row per
+    recommendation (the batch output's format, shared by the in-process and the Ray Data paths)."""
+    idx, val = stage.recommend(state, k, ranker, candidates)
+    rows, cols = np.nonzero(idx >= 0)
+    return {
+        "user_id": np.asarray(state.user_ids)[rows].astype(str),
+        "item_id": stage.items.ids[idx[rows, cols]].astype(str),
+        "rank": (cols + 1).astype(np.int64),
+        "score": val[rows, cols],
+    }
