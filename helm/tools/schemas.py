@@ -443,6 +443,32 @@ def umbrella_schema() -> Schema:
                     required=["enabled", "steps"],
                 ),
             },
+            "rayJobs": obj(
+                {
+                    "rayVersion": string(minLength=1),
+                    "backoffLimit": integer(0),
+                    "ttlSecondsAfterFinished": integer(0),
+                    "submitterFrom": OBJECT_LIST,
+                    "head": obj({"resources": RESOURCES}),
+                    "worker": obj({"resources": RESOURCES}),
+                    "definitions": {
+                        "type": "object",
+                        "propertyNames": string(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", maxLength=40),
+                        "additionalProperties": obj(
+                            {
+                                "enabled": BOOL,
+                                "workers": integer(1),
+                                "args": array(string(), minItems=1),
+                                "backoffLimit": integer(0),
+                                "activeDeadlineSeconds": integer(1),
+                            },
+                            required=["enabled", "workers", "args"],
+                        ),
+                    },
+                },
+                required=["rayVersion", "backoffLimit", "ttlSecondsAfterFinished", "submitterFrom", "head", "worker",
+                          "definitions"],
+            ),
         },
         required=["resources", "definitions"],
     )
