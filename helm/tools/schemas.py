@@ -458,6 +458,7 @@ def umbrella_schema() -> Schema:
                             {
                                 "enabled": BOOL,
                                 "workers": integer(1),
+                                "hookWeight": integer(None),
                                 "args": array(string(), minItems=1),
                                 "backoffLimit": integer(0),
                                 "activeDeadlineSeconds": integer(1),

@@ -32,6 +32,8 @@ def test_batch_recommend_rayjob_is_valid_and_runs_on_its_own_cluster(helm: Helm)
                                                    "global.networkPolicy.enabled=true"]))
     job = named(manifests, "RayJob")["rs-jobs-batch-recommend"]
     assert validation_errors(job) == []
+    hooks = job["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "post-install" and int(hooks["helm.sh/hook-weight"]) > 2  # after index
     spec = job["spec"]
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["recsys", "batch-recommend"] and argv[-4:] == ["--ray-address", "auto", "--workers", "3"]
