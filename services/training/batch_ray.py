@@ -13,7 +13,6 @@ with one, the job joins that cluster (e.g. the head of a KubeRay RayJob).
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from recsys.common.errors import CliError
 from recsys.model.bundle import load_bundle
 from recsys.training.data.schema import Dataset
 from recsys.training.pipeline import TwoStage, UserState, recommend_rows
+from recsys.training.ray_cluster import ray_for
 
 FORMATS = ("csv", "parquet")
 
@@ -77,16 +77,7 @@ def batch_recommend_ray(model_dir: Path, ds: Dataset, k: int, out: Path, *, work
     state = TwoStage(bundle).state(ds)
     table = users_table(state)
     del bundle
-    started = not ray.is_initialized()
-    temp = None
-    if started:
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            temp = tempfile.mkdtemp(prefix="recsys-ray-batch-")
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
-                     _node_ip_address="127.0.0.1")
-    try:
+    with ray_for(ray_address, workers):
         # blocks of at most block_users, at least two per worker when there are users enough: a block is the
         # unit an actor scores and a shard is written from
         size = max(1, min(block_users, max(64, -(-table.num_rows // (2 * workers)))))
@@ -102,11 +93,6 @@ def batch_recommend_ray(model_dir: Path, ds: Dataset, k: int, out: Path, *, work
             recs.write_parquet(str(out))
         else:
             recs.write_csv(str(out))
-    finally:
-        if started:
-            ray.shutdown()
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
     shards = sorted(p for p in out.iterdir() if p.suffix == f".{fmt}")
     rows = sum(len(read_shard(p)) for p in shards)
     return {"users": len(state.user_ids), "rows": rows, "shards": len(shards), "out": str(out),
