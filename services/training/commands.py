@@ -49,7 +49,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = _load(args.data)
     cfg = _config(args)
     t0 = time.perf_counter()
-    bundle, timings = train_all(ds, cfg, progress=not args.quiet)
+    if args.workers or args.ray_address:
+        bundle, timings = _train_on_ray(ds, cfg, args)
+    else:
+        bundle, timings = train_all(ds, cfg, progress=not args.quiet)
     train_s = round(time.perf_counter() - t0, 2)
     manifest = {
         "dataset": {"name": ds.name, "path": str(args.data), "fingerprint": data_fingerprint(ds),
@@ -65,6 +68,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"version": version, "path": str(registry.root / version), "train_s": train_s,
                       "latest": registry.latest()}))
     return 0
+
+
+def _train_on_ray(ds, cfg, args: argparse.Namespace):
+    """train_all with DCN-v2 on Ray Train (`--workers`, one CPU each; checkpoints under <out>/.ray-checkpoints,
+    removed once the version is written)."""
+    import shutil
+
+    from recsys.training.pipeline import RayFit, train_all
+    from recsys.training.ray_cluster import ray_for
+
+    workers = args.workers or 1
+    if workers < 1:
+        raise CliError(f"--workers must be at least 1, got {workers}")
+    storage = Path(args.out).resolve() / ".ray-checkpoints"
+    try:
+        with ray_for(args.ray_address, workers):
+            return train_all(ds, cfg, progress=not args.quiet, ray_fit=RayFit(workers, storage))
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -154,6 +176,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="dataset folder (generic format or MovieLens)")
     train.add_argument("--out", required=True, help="model registry root (a new version folder is added)")
     train.add_argument("--no-publish", action="store_true", help="do not move the `latest` pointer")
+    train.add_argument("--workers", type=int, default=0, help="fit DCN-v2 on Ray Train with this many workers (one "
+                       "CPU each; resumes from its last checkpoint when a worker dies); 0 = every model in this "
+                       "process")
+    train.add_argument("--ray-address", help="Ray cluster to join (default with --workers: a local Ray for the call)")
     _common(train)
     train.set_defaults(func=cmd_train)
 

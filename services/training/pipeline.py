@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -268,7 +269,17 @@ def label_window_examples(
     )
 
 
-def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig, progress: bool) -> dict:
+@dataclass
+class RayFit:
+    """Fit what can be distributed on Ray (today DCN-v2, on Ray Train): `workers` one-CPU workers of the Ray the
+    caller initialised (`ray_cluster.ray_for`), checkpoints under `storage`."""
+
+    workers: int
+    storage: Path
+
+
+def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig, progress: bool,
+                  ray_fit: RayFit | None = None) -> dict:
     """DCN-v2 and LightGBM on the same examples, side by side when `cfg.threads` >= 2: LightGBM on one core in a
     background thread (its C++ releases the GIL), DCN-v2 on the other with one torch thread (small matrices gain
     little from a second torch thread; `benchmarks/train_speed.py` measures the whole). Each result is the same
@@ -283,8 +294,14 @@ def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig
                            examples.weight, 1 if side_by_side else None)
         if not side_by_side:
             lgbm.result()  # one core: one fit after the other
-        with torch_threads(1 if side_by_side else cfg.threads):
-            dcn = train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight)
+        if ray_fit is not None:
+            from recsys.training.ray_dcn import train_dcn_ray
+
+            dcn, _ = train_dcn_ray(examples.x, examples.y, names, cfg.dcn, ray_fit.workers, ray_fit.storage,
+                                   weights=examples.weight)
+        else:
+            with torch_threads(1 if side_by_side else cfg.threads):
+                dcn = train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight)
         return {"dcn": dcn, "lgbm": lgbm.result()}
 
 
@@ -299,15 +316,17 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True) -> tuple[ModelBundle, dict]:
-    """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s)."""
+def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True,
+              ray_fit: RayFit | None = None) -> tuple[ModelBundle, dict]:
+    """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s). With
+    `ray_fit`, DCN-v2 is fit on Ray Train; the rest as without."""
     cfg = cfg or TrainConfig()
     validate_dataset(ds)
     with determinism(cfg.seed, cfg.threads):
-        return _train_all(ds, cfg, progress)
+        return _train_all(ds, cfg, progress, ray_fit)
 
 
-def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool) -> tuple[ModelBundle, dict]:
+def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool, ray_fit: RayFit | None) -> tuple[ModelBundle, dict]:
     rng = np.random.default_rng(cfg.seed)
     timings: dict[str, float] = {}
     steps = tqdm(total=5, desc="train", unit="step", disable=not progress)
@@ -336,7 +355,7 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool) -> tuple[ModelBund
         t0 = time.perf_counter()
         examples = label_window_examples(TwoStage(_provisional_bundle(hist_ds, hist_spec, tt_hist)), hist_ds,
                                          labels, cfg, rng)
-        rankers = train_rankers(examples, spec, cfg, progress)
+        rankers = train_rankers(examples, spec, cfg, progress, ray_fit)
         done("rankers", t0)
 
         t0 = time.perf_counter()

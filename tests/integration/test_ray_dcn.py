@@ -78,3 +78,27 @@ def test_two_workers_match_one_process_and_resume_after_a_worker_dies(tmp_path):
     auc_ray = M.auc(y_test, ranker.predict_proba(x_test))
     assert auc_ray >= auc_single - 0.01, (auc_ray, auc_single)
     assert ranker.predict_proba(x_test[:5]).shape == (5,)  # the DCNRanker serving loads
+
+
+@pytest.mark.timeout(300)
+def test_cli_train_with_workers_writes_a_version_that_serves(tmp_path, capsys):
+    import json
+
+    from recsys.cli import main
+    from recsys.model.bundle import load_bundle
+    from recsys.training.data.loaders import save_dataset
+    from recsys.training.data.synthetic import generate
+
+    data = save_dataset(generate(n_interactions=5000, n_users=300, n_items=250, seed=4), tmp_path / "data")
+    config = tmp_path / "fast.json"
+    config.write_text(json.dumps({"n_hard": 30, "two_tower": {"epochs": 2, "batch_size": 256, "hidden": 32, "dim": 16},
+                                  "dcn": {"epochs": 2, "deep": [32]}, "lgbm": {"n_estimators": 20}}))
+    out = tmp_path / "models"
+    assert main(["train", "--data", str(data), "--out", str(out), "--config", str(config), "--workers", "2",
+                 "--quiet"]) == 0
+    version = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["path"]
+    bundle = load_bundle(Path(version))
+    assert set(bundle.rankers) == {"dcn", "lgbm"}
+    assert not (out / ".ray-checkpoints").exists()  # the checkpoints go once the version is written
+    assert main(["train", "--data", str(data), "--out", str(out), "--workers", "0", "--ray-address", "",
+                 "--quiet", "--config", str(config)]) == 0  # no workers, no address: in process as before
