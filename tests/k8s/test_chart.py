@@ -147,8 +147,11 @@ def test_every_object_is_admitted_and_every_workload_rolls_out(cluster: K8sClust
 
 def test_jobs_complete_and_hooks_run_in_weight_order(cluster: K8sCluster, release: dict):
     """Every Job of the release completes (helm --wait-for-jobs); the default values' post-install hooks
-    (train, materialize) run one after the other in weight order. Production runs its Jobs without hooks."""
-    jobs = get(cluster, "jobs", "-n", release["namespace"])
+    (train, materialize) run one after the other in weight order. Production runs its Jobs without hooks. Jobs a
+    CronJob started on its schedule while the tests ran (the canary's, every 5 minutes) are not the release's:
+    left out (one started at 02:00 during a run was still active on the kwok node)."""
+    jobs = [j for j in get(cluster, "jobs", "-n", release["namespace"])
+            if not any(o.get("kind") == "CronJob" for o in j["metadata"].get("ownerReferences") or [])]
     assert jobs, "no Job in the release"
     for job in jobs:
         assert job["status"].get("succeeded") == 1, (job["metadata"]["name"], job["status"])
