@@ -368,9 +368,9 @@ def test_rankers_train_on_weighted_exposure_aware_examples(tmp_path, monkeypatch
     captured = {}
     real = pipeline.train_rankers
 
-    def spy(examples, spec, cfg, progress):
+    def spy(examples, spec, cfg, progress, ray_fit=None):
         captured["examples"] = examples
-        return real(examples, spec, cfg, progress)
+        return real(examples, spec, cfg, progress, ray_fit)
 
     monkeypatch.setattr(pipeline, "train_rankers", spy)
     bundle, _ = train_all(ds, TINY, progress=False)
