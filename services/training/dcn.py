@@ -44,6 +44,14 @@ def listwise_loss(
     return -(y * (logits - lse[group])).sum() / y.sum().clamp(min=1.0)
 
 
+def new_ranker(x: np.ndarray, features: list[str], cfg: DCNConfig) -> DCNRanker:
+    """An untrained DCN-v2 (weights from torch's current seed) with the standardisation of the raw inputs `x`."""
+    mean = x.mean(axis=0).astype(np.float32)
+    std = x.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    return DCNRanker(DCNv2(x.shape[1], cfg), mean, std, cfg, features)
+
+
 def train_dcn(
     x: np.ndarray,
     y: np.ndarray,
@@ -87,11 +95,8 @@ def _train_dcn(
 ) -> DCNRanker:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    mean = x.mean(axis=0).astype(np.float32)
-    std = x.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-    net = DCNv2(x.shape[1], cfg)
-    ranker = DCNRanker(net, mean, std, cfg, features)
+    ranker = new_ranker(x, features, cfg)
+    net = ranker.net
     xt = ranker._prepare(x)
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
     wt = None if weights is None else torch.from_numpy(normalized_weights(weights, len(y)).astype(np.float32))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recsys.model.rankers.dcn import DCNConfig, DCNRanker, DCNv2
-from recsys.training.dcn import flushed_denormals
+from recsys.training.dcn import flushed_denormals, new_ranker
 from recsys.training.examples import normalized_weights
 
 STATE_FILE = "state.pt"
@@ -86,10 +86,7 @@ def train_dcn_ray(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    mean = x.mean(axis=0).astype(np.float32)
-    std = x.std(axis=0)
-    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
-    ranker = DCNRanker(DCNv2(x.shape[1], cfg), mean, std, cfg, features)
+    ranker = new_ranker(x, features, cfg)
     xs = ranker._prepare(x).numpy()
     w = None if weights is None else normalized_weights(weights, len(y)).astype(np.float32)
     batch_size = int(min(cfg.batch_size, max(64 * workers, len(x) // max(cfg.min_steps_per_epoch, 1))))
