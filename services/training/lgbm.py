@@ -48,18 +48,16 @@ def platt(
     return float(a), float(b)
 
 
-def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig,
-               progress: bool = False, weights: np.ndarray | None = None,
-               threads: int | None = None) -> LGBMRankerModel:
-    """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously);
-    `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1: they shape the order.
-    The calibration is fit unweighted, to the labels as observed, so that probabilities (logloss, the retrain
-    gate) stay comparable with a ranker trained without weights (inverse-propensity weights inflate positives).
-    `threads` overrides `cfg.threads` for the fit only (the model keeps `cfg.threads` for scoring)."""
+def query_sizes(groups: np.ndarray) -> np.ndarray:
+    """The row count of each query, in order, for `groups` giving each row's query (rows grouped contiguously)."""
     groups = np.asarray(groups)
     boundaries = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1, len(groups)]
-    sizes = np.diff(boundaries)
-    params = {
+    return np.diff(boundaries)
+
+
+def lgbm_params(cfg: LGBMConfig, threads: int) -> dict:
+    """LightGBM's training parameters for `cfg` (lambdarank), fit on `threads` threads."""
+    return {
         "objective": "lambdarank",
         "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves,
@@ -68,7 +66,7 @@ def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[
         "bagging_freq": 1 if cfg.subsample < 1 else 0,
         "feature_fraction": cfg.colsample_bytree,
         "lambda_l2": cfg.reg_lambda,
-        "num_threads": threads or cfg.threads,
+        "num_threads": threads,
         "seed": cfg.seed,
         "deterministic": True,
         "force_row_wise": True,
@@ -76,11 +74,28 @@ def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[
         "lambdarank_truncation_level": cfg.truncation_level,
         "eval_at": [20],
     }
-    w = None if weights is None else normalized_weights(weights, len(y))
-    data = lgb.Dataset(np.asarray(x, dtype=np.float32), label=np.asarray(y), group=sizes, feature_name=features,
-                       weight=w)
-    with tqdm(total=cfg.n_estimators, desc="lightgbm", unit="tree", disable=not progress, leave=False) as bar:
-        booster = lgb.train(params, data, num_boost_round=cfg.n_estimators, callbacks=[lambda env: bar.update(1)])
+
+
+def calibrated(booster: lgb.Booster, x: np.ndarray, y: np.ndarray, cfg: LGBMConfig,
+               features: list[str]) -> LGBMRankerModel:
+    """The ranker of `booster` with its Platt calibration fit, unweighted, on (x, y)."""
     model = LGBMRankerModel(booster, 1.0, 0.0, cfg, features)
     model.a, model.b = platt(model.score(x), y)
     return model
+
+
+def train_lgbm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, features: list[str], cfg: LGBMConfig,
+               progress: bool = False, weights: np.ndarray | None = None,
+               threads: int | None = None) -> LGBMRankerModel:
+    """Fit lambdarank with one query per user; `groups` gives each row's user (rows grouped contiguously);
+    `weights` (N,) scale each row's gradients (lambdarank takes per-row weights), mean 1: they shape the order.
+    The calibration is fit unweighted, to the labels as observed, so that probabilities (logloss, the retrain
+    gate) stay comparable with a ranker trained without weights (inverse-propensity weights inflate positives).
+    `threads` overrides `cfg.threads` for the fit only (the model keeps `cfg.threads` for scoring)."""
+    params = lgbm_params(cfg, threads or cfg.threads)
+    w = None if weights is None else normalized_weights(weights, len(y))
+    data = lgb.Dataset(np.asarray(x, dtype=np.float32), label=np.asarray(y), group=query_sizes(groups),
+                       feature_name=features, weight=w)
+    with tqdm(total=cfg.n_estimators, desc="lightgbm", unit="tree", disable=not progress, leave=False) as bar:
+        booster = lgb.train(params, data, num_boost_round=cfg.n_estimators, callbacks=[lambda env: bar.update(1)])
+    return calibrated(booster, x, y, cfg, features)

@@ -271,8 +271,8 @@ def label_window_examples(
 
 @dataclass
 class RayFit:
-    """Fit what can be distributed on Ray (today DCN-v2, on Ray Train): `workers` one-CPU workers of the Ray the
-    caller initialised (`ray_cluster.ray_for`), checkpoints under `storage`."""
+    """Fit the rankers on Ray Train (LightGBM on its LightGBMTrainer, then DCN-v2 on a TorchTrainer): `workers`
+    one-CPU workers of the Ray the caller initialised (`ray_cluster.ray_for`), checkpoints under `storage`."""
 
     workers: int
     storage: Path
@@ -284,25 +284,33 @@ def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig
     background thread (its C++ releases the GIL), DCN-v2 on the other with one torch thread (small matrices gain
     little from a second torch thread; `benchmarks/train_speed.py` measures the whole). Each result is the same
     for the same seed: neither shares random state with the other, and LightGBM's trees do not depend on its
-    thread count (`deterministic`)."""
+    thread count (`deterministic`). With `ray_fit`, both on Ray Train instead (`_train_rankers_on_ray`)."""
     if len(examples) == 0 or examples.y.min() == examples.y.max():
         raise DatasetError("too few interactions per user to build ranking examples (need labels of both kinds)")
     names = spec.ranking_features
+    if ray_fit is not None:
+        return _train_rankers_on_ray(examples, names, cfg, ray_fit)
     side_by_side = cfg.threads >= 2
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightgbm") as pool:
         lgbm = pool.submit(train_lgbm, examples.x, examples.y, examples.group, names, cfg.lgbm, progress,
                            examples.weight, 1 if side_by_side else None)
         if not side_by_side:
             lgbm.result()  # one core: one fit after the other
-        if ray_fit is not None:
-            from recsys.training.ray_dcn import train_dcn_ray
-
-            dcn, _ = train_dcn_ray(examples.x, examples.y, names, cfg.dcn, ray_fit.workers, ray_fit.storage,
-                                   weights=examples.weight)
-        else:
-            with torch_threads(1 if side_by_side else cfg.threads):
-                dcn = train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight)
+        with torch_threads(1 if side_by_side else cfg.threads):
+            dcn = train_dcn(examples.x, examples.y, names, cfg.dcn, progress, weights=examples.weight)
         return {"dcn": dcn, "lgbm": lgbm.result()}
+
+
+def _train_rankers_on_ray(examples: RankingExamples, names: list[str], cfg: TrainConfig, ray_fit: RayFit) -> dict:
+    """LightGBM, then DCN-v2, on Ray Train: one after the other, as each takes every worker."""
+    from recsys.training.ray_dcn import train_dcn_ray
+    from recsys.training.ray_lgbm import train_lgbm_ray
+
+    lgbm = train_lgbm_ray(examples.x, examples.y, examples.group, names, cfg.lgbm, ray_fit.workers,
+                          ray_fit.storage, weights=examples.weight)
+    dcn, _ = train_dcn_ray(examples.x, examples.y, names, cfg.dcn, ray_fit.workers, ray_fit.storage,
+                           weights=examples.weight)
+    return {"dcn": dcn, "lgbm": lgbm}
 
 
 @contextmanager
@@ -319,7 +327,7 @@ def torch_threads(n: int) -> Iterator[None]:
 def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True,
               ray_fit: RayFit | None = None) -> tuple[ModelBundle, dict]:
     """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s). With
-    `ray_fit`, DCN-v2 is fit on Ray Train; the rest as without."""
+    `ray_fit`, the rankers (DCN-v2, LightGBM) are fit on Ray Train; the rest as without."""
     cfg = cfg or TrainConfig()
     validate_dataset(ds)
     with determinism(cfg.seed, cfg.threads):

@@ -5,12 +5,16 @@ seeded permutation in global batches of `cfg.batch_size`, taking its 1/N of each
 worker (DDP needs that) and together they see what one process would, with the gradients averaged. The rank-0
 worker writes a checkpoint after every epoch (weights, optimizer, scheduler, epoch) into the run's storage; when a
 worker dies, Ray Train restarts the group (`FailureConfig.max_failures`) and each worker resumes from the latest
-checkpoint. The result is the same `DCNRanker` as `train_dcn`'s: serving cannot tell how it was trained.
+checkpoint its controller registered. A folder on disk is not yet one: the controller registers a checkpoint once it
+has polled every worker's report of it (every `RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`, 2 s), so a worker that dies
+sooner restarts the group from the one before. The result is the same `DCNRanker` as `train_dcn`'s: serving cannot
+tell how it was trained.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,9 @@ from recsys.training.examples import normalized_weights
 
 STATE_FILE = "state.pt"
 
+#: called on every worker with (rank, epoch, resumed_at) once the epoch's checkpoint is registered
+AfterCheckpoint = Callable[[int, int, int], None]
+
 
 def _worker_loop(config: dict) -> None:
     import ray.train
@@ -29,6 +36,7 @@ def _worker_loop(config: dict) -> None:
     import torch.nn.functional as F
 
     cfg: DCNConfig = config["cfg"]
+    after_checkpoint: AfterCheckpoint | None = config["after_checkpoint"]
     x_all = torch.from_numpy(config["x"])
     y_all = torch.from_numpy(config["y"])
     w_all = None if config["w"] is None else torch.from_numpy(config["w"])
@@ -74,15 +82,24 @@ def _worker_loop(config: dict) -> None:
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
                 ray.train.report(metrics)
+            if after_checkpoint is not None:
+                # blocks until the controller has registered every report so far, this epoch's checkpoint included
+                ray.train.get_all_reported_checkpoints(
+                    consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+                after_checkpoint(rank, epoch, start)
 
 
 def train_dcn_ray(
     x: np.ndarray, y: np.ndarray, features: list[str], cfg: DCNConfig, workers: int, storage: Path,
     weights: np.ndarray | None = None, max_failures: int = 3, name: str = "dcn",
+    after_checkpoint: AfterCheckpoint | None = None,
 ) -> tuple[DCNRanker, dict]:
     """Fit DCN-v2 on `workers` Ray Train workers (Ray must be initialised: `ray_cluster.ray_for`); checkpoints go
-    under `storage`/`name`. Returns the ranker and the run's last metrics (epoch, loss, resumed_at: the epoch the
-    last attempt started from, > 0 after a worker died and the group resumed from a checkpoint)."""
+    under `storage`/`name`. Returns the ranker and the metrics reported with the last registered checkpoint (epoch,
+    loss, resumed_at: the epoch the attempt that wrote it started from, > 0 after a worker died and the group
+    resumed from a checkpoint). `after_checkpoint` (pickled to the workers; tests kill a worker from it) runs on
+    every worker after each epoch once Ray Train's controller has registered that epoch's checkpoint (each worker
+    then waits for that, up to a poll interval an epoch)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -93,7 +110,7 @@ def train_dcn_ray(
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"cfg": cfg, "x": xs, "y": np.asarray(y, dtype=np.float32), "w": w,
-                           "batch_size": batch_size},
+                           "batch_size": batch_size, "after_checkpoint": after_checkpoint},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
