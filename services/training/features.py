@@ -46,6 +46,7 @@ The reference time is the dataset's last interaction timestamp; it is also every
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +74,20 @@ def _unique_names(labels: list[str], prefix: str) -> list[str]:
 
 def build_feature_spec(ds: Dataset, history_len: int = HISTORY_LEN) -> FeatureSpec:
     """The spec for `ds`: genre vocabulary from its catalogue, demographic encodings from its users."""
-    genres = ds.genres
+    ref = int(ds.interactions["timestamp"].max()) if len(ds.interactions) else 0
+    return spec_from_catalogues(ds.genres, ds.users, ref, history_len)
+
+
+def spec_from_catalogues(
+    genres: list[str], users: pd.DataFrame, reference_ts: int, history_len: int = HISTORY_LEN
+) -> FeatureSpec:
+    """The spec from what it depends on: the sorted genre vocabulary, the users catalogue, the reference time."""
     genre_names = _unique_names(genres, "")
     numeric, categorical = [], {}
-    for col in ds.users.columns:
+    for col in users.columns:
         if col == "user_id":
             continue
-        series = ds.users[col]
+        series = users[col]
         if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
             numeric.append(col)
         else:
@@ -112,7 +120,6 @@ def build_feature_spec(ds: Dataset, history_len: int = HISTORY_LEN) -> FeatureSp
         "item_n_genres",
         *[f"item_genre_{g}" for g in genre_names],
     ]
-    ref = int(ds.interactions["timestamp"].max()) if len(ds.interactions) else 0
     return FeatureSpec(
         user_features=user_features,
         item_features=item_features,
@@ -121,7 +128,7 @@ def build_feature_spec(ds: Dataset, history_len: int = HISTORY_LEN) -> FeatureSp
         numeric_demographics=numeric,
         categorical_demographics=categorical,
         history_len=history_len,
-        reference_ts=ref,
+        reference_ts=reference_ts,
     )
 
 
@@ -143,19 +150,32 @@ def _item_years(items: pd.DataFrame) -> np.ndarray:
     return np.where(np.isnan(years), fill, years)
 
 
-def _genre_matrix(items: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    col = {g: j for j, g in enumerate(spec.genres)}
-    mat = np.zeros((len(items), len(spec.genres)), dtype=np.float32)
-    for row, genres in enumerate(items["genres"]):
-        for g in genres if genres is not None else ():
+def genre_matrix(items: pd.DataFrame, genres: list[str]) -> np.ndarray:
+    """(items, genres) float32 matrix: 1 where the item (row of `items`) has the genre of `genres` (column)."""
+    col = {g: j for j, g in enumerate(genres)}
+    mat = np.zeros((len(items), len(genres)), dtype=np.float32)
+    for row, item_genres in enumerate(items["genres"]):
+        for g in item_genres if item_genres is not None else ():
             j = col.get(g)
             if j is not None:
                 mat[row, j] = 1.0
     return mat
 
 
-def _item_stats(ds: Dataset, spec: FeatureSpec) -> pd.DataFrame:
-    """Per-item statistics (indexed like ds.items) used by both feature tables."""
+@dataclass
+class ItemSums:
+    """Per-item aggregates of the interactions, indexed like the items catalogue (the item features' inputs)."""
+
+    count: np.ndarray  # interactions
+    recent: np.ndarray  # interactions in the 90 days before the reference time
+    r_count: np.ndarray  # rated interactions
+    r_sum: np.ndarray  # sum of their ratings
+    first: np.ndarray  # first interaction timestamp (inf when none)
+    last: np.ndarray  # last interaction timestamp (-inf when none)
+
+
+def _item_sums(ds: Dataset, spec: FeatureSpec) -> tuple[ItemSums, float]:
+    """`ItemSums` of ds (indexed like ds.items) and the global mean rating."""
     inter = ds.interactions
     items = ds.items.reset_index(drop=True)
     pos = pd.Index(items["item_id"].astype(object)).get_indexer(inter["item_id"].astype(object))
@@ -174,25 +194,42 @@ def _item_stats(ds: Dataset, spec: FeatureSpec) -> pd.DataFrame:
     last = np.full(n, -np.inf)
     np.minimum.at(first, pos, ts)
     np.maximum.at(last, pos, ts)
-    never = count == 0
+    return ItemSums(count, recent, r_count, r_sum, first, last), global_mean
+
+
+def item_stats(items: pd.DataFrame, sums: ItemSums, global_mean: float, reference_ts: int) -> pd.DataFrame:
+    """Per-item statistics (indexed like `items`, reset) from their aggregates; used by both feature tables."""
+    ref = reference_ts
+    never = sums.count == 0
     return pd.DataFrame(
         {
-            "item_log_count": np.log1p(count),
-            "item_log_count_90d": np.log1p(recent),
-            "item_mean_rating": (r_sum + 5.0 * global_mean) / (r_count + 5.0),
-            "item_days_since_first": np.where(never, 0.0, (ref - first) / DAY),
-            "item_days_since_last": np.where(never, 0.0, (ref - last) / DAY),
-            "item_year": _item_years(items),
+            "item_log_count": np.log1p(sums.count),
+            "item_log_count_90d": np.log1p(sums.recent),
+            "item_mean_rating": (sums.r_sum + 5.0 * global_mean) / (sums.r_count + 5.0),
+            "item_days_since_first": np.where(never, 0.0, (ref - sums.first) / DAY),
+            "item_days_since_last": np.where(never, 0.0, (ref - sums.last) / DAY),
+            "item_year": _item_years(items.reset_index(drop=True)),
         }
     )
+
+
+def _item_stats(ds: Dataset, spec: FeatureSpec) -> pd.DataFrame:
+    """Per-item statistics (indexed like ds.items) used by both feature tables."""
+    sums, global_mean = _item_sums(ds, spec)
+    return item_stats(ds.items, sums, global_mean, spec.reference_ts)
 
 
 def build_item_features(ds: Dataset, spec: FeatureSpec | None = None) -> pd.DataFrame:
     """Item feature table: item_id, spec.item_features (float32), event_timestamp; one row per catalogue item."""
     spec = spec or build_feature_spec(ds)
-    items = ds.items.reset_index(drop=True)
-    stats = _item_stats(ds, spec)
-    genres = _genre_matrix(items, spec)
+    return item_table(ds.items, _item_stats(ds, spec), spec)
+
+
+def item_table(items: pd.DataFrame, stats: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """The item feature table from the catalogue and its `item_stats` (see `build_item_features`)."""
+    items = items.reset_index(drop=True)
+    stats = stats.copy()
+    genres = genre_matrix(items, spec.genres)
     stats["item_n_genres"] = genres.sum(axis=1)
     for j, g in enumerate(spec.genre_names):
         stats[f"item_genre_{g}"] = genres[:, j]
@@ -204,9 +241,9 @@ def build_item_features(ds: Dataset, spec: FeatureSpec | None = None) -> pd.Data
     return out
 
 
-def _user_demographics(ds: Dataset, spec: FeatureSpec, user_ids: pd.Index) -> dict[str, np.ndarray]:
+def _user_demographics(users: pd.DataFrame, spec: FeatureSpec, user_ids: pd.Index) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    users = ds.users.drop_duplicates("user_id").set_index(ds.users["user_id"].drop_duplicates().astype(object))
+    users = users.drop_duplicates("user_id").set_index(users["user_id"].drop_duplicates().astype(object))
     users = users.reindex(user_ids)
     for col in spec.numeric_demographics:
         values = pd.to_numeric(users[col] if col in users else np.nan, errors="coerce").astype(np.float64)
@@ -219,6 +256,23 @@ def _user_demographics(ds: Dataset, spec: FeatureSpec, user_ids: pd.Index) -> di
         for value, name in zip(vocab, _unique_names(vocab, f"user_demo_{feature_name(col)}_"), strict=True):
             cols[f"user_demo_{feature_name(col)}_{name}"] = (raw == value).to_numpy(dtype=np.float64)
     return cols
+
+
+@dataclass
+class UserSums:
+    """Per-user aggregates of the interactions, indexed like the user ids (the user features' inputs)."""
+
+    count: np.ndarray  # interactions
+    recent: np.ndarray  # interactions in the 30 days before the reference time
+    r_n: np.ndarray  # rated interactions
+    r_sum: np.ndarray  # sum of their ratings
+    r_sq: np.ndarray  # sum of their squared ratings
+    first: np.ndarray  # first interaction timestamp (inf when none)
+    last: np.ndarray  # last interaction timestamp (-inf when none)
+    known: np.ndarray  # interactions with a catalogue item
+    pop_sum: np.ndarray  # sum of item_log_count over those
+    year_sum: np.ndarray  # sum of item_year over those
+    genre_sum: np.ndarray  # (users, genres): how many of those have each genre
 
 
 def build_user_features(ds: Dataset, spec: FeatureSpec | None = None) -> pd.DataFrame:
@@ -247,42 +301,65 @@ def build_user_features(ds: Dataset, spec: FeatureSpec | None = None) -> pd.Data
     r_sum = np.bincount(upos[has_r], weights=rating[has_r], minlength=n)
     r_sq = np.bincount(upos[has_r], weights=rating[has_r] ** 2, minlength=n)
     global_mean = float(rating[has_r].mean()) if has_r.any() else 0.0
-    mean_r = np.where(r_n > 0, r_sum / np.maximum(r_n, 1), global_mean)
-    var_r = np.where(r_n > 1, r_sq / np.maximum(r_n, 1) - mean_r**2, 0.0)
     first = np.full(n, np.inf)
     last = np.full(n, -np.inf)
     np.minimum.at(first, upos, ts)
     np.maximum.at(last, upos, ts)
-    active = count > 0
 
     stats = _item_stats(ds, spec)
     known = ipos >= 0
     item_pop = stats["item_log_count"].to_numpy()
     item_year = stats["item_year"].to_numpy()
-    denom = np.maximum(np.bincount(upos[known], minlength=n), 1)
-    mean_pop = np.bincount(upos[known], weights=item_pop[ipos[known]], minlength=n) / denom
-    year_fill = float(np.median(item_year)) if len(item_year) else 0.0
-    mean_year = np.where(
-        active, np.bincount(upos[known], weights=item_year[ipos[known]], minlength=n) / denom, year_fill
+    genres = genre_matrix(items, spec.genres)
+    genre_sum = np.zeros((n, genres.shape[1]))
+    np.add.at(genre_sum, upos[known], genres[ipos[known]])
+    sums = UserSums(
+        count=count,
+        recent=recent,
+        r_n=r_n,
+        r_sum=r_sum,
+        r_sq=r_sq,
+        first=first,
+        last=last,
+        known=np.bincount(upos[known], minlength=n),
+        pop_sum=np.bincount(upos[known], weights=item_pop[ipos[known]], minlength=n),
+        year_sum=np.bincount(upos[known], weights=item_year[ipos[known]], minlength=n),
+        genre_sum=genre_sum,
     )
-    genres = _genre_matrix(items, spec)
-    affinity = np.zeros((n, genres.shape[1]))
-    np.add.at(affinity, upos[known], genres[ipos[known]])
-    affinity /= np.maximum(count, 1)[:, None]
+    return user_table(ds.users, user_ids, sums, global_mean, item_year, spec)
 
+
+def user_table(
+    users: pd.DataFrame,
+    user_ids: pd.Index,
+    sums: UserSums,
+    global_mean: float,
+    item_year: np.ndarray,
+    spec: FeatureSpec,
+) -> pd.DataFrame:
+    """The user feature table from its aggregates (see `build_user_features`): `users` is the catalogue (for
+    demographics), `user_ids` the rows (object Index), `item_year` every catalogue item's `item_year`."""
+    ref = spec.reference_ts
+    count, r_n = sums.count, sums.r_n
+    mean_r = np.where(r_n > 0, sums.r_sum / np.maximum(r_n, 1), global_mean)
+    var_r = np.where(r_n > 1, sums.r_sq / np.maximum(r_n, 1) - mean_r**2, 0.0)
+    active = count > 0
+    denom = np.maximum(sums.known, 1)
+    year_fill = float(np.median(item_year)) if len(item_year) else 0.0
     cols: dict[str, np.ndarray] = {
         "user_log_count": np.log1p(count),
-        "user_count_30d": recent,
+        "user_count_30d": sums.recent,
         "user_mean_rating": mean_r,
         "user_rating_std": np.sqrt(np.maximum(var_r, 0.0)),
-        "user_days_since_last": np.where(active, (ref - last) / DAY, 0.0),
-        "user_active_days": np.where(active, (last - first) / DAY, 0.0),
-        "user_mean_item_pop": mean_pop,
-        "user_mean_item_year": mean_year,
+        "user_days_since_last": np.where(active, (ref - sums.last) / DAY, 0.0),
+        "user_active_days": np.where(active, (sums.last - sums.first) / DAY, 0.0),
+        "user_mean_item_pop": sums.pop_sum / denom,
+        "user_mean_item_year": np.where(active, sums.year_sum / denom, year_fill),
     }
+    affinity = sums.genre_sum / np.maximum(count, 1)[:, None]
     for j, g in enumerate(spec.genre_names):
         cols[f"user_genre_{g}"] = affinity[:, j]
-    cols.update(_user_demographics(ds, spec, user_ids))
+    cols.update(_user_demographics(users, spec, user_ids))
     out = pd.DataFrame(cols)[spec.user_features].astype(np.float32)
     out.insert(0, "user_id", pd.array(user_ids.to_numpy(), dtype="string[pyarrow]"))
     out["event_timestamp"] = _event_timestamp(spec, len(out))

@@ -230,6 +230,45 @@ def _read_generic(root: Path) -> Dataset:
         inter = read_text(TextFile(inter_path), _INTERACTION_COLS, optional=[_RATING])
     else:
         inter = _parquet_columns(inter_path, _INTERACTION_COLS, optional=[_RATING])
+    items, users = read_catalogues(root)
+    if manifest is not None:
+        name, meta = manifest["name"], dict(manifest.get("meta", {}))
+    else:
+        name, meta = root.name, {"source": "generic", "path": str(root)}
+    ds = _assemble(name, meta, inter, inter_path.name, items, users, sort=manifest is None)
+    if (root / EXPOSURES_FILE).exists():
+        ds.exposures = _read_exposures(root / EXPOSURES_FILE)
+        validate(ds)
+    if manifest is not None:
+        _check_counts(ds, manifest)
+    if (root / TRUTH_FILE).exists():
+        ds.meta["truth"] = GroundTruth.load(root / TRUTH_FILE)
+    return ds
+
+
+def generic_files(path: str | os.PathLike) -> tuple[Path, Path, dict | None]:
+    """A generic dataset folder's root, its interactions file (.csv or .parquet) and its manifest (None when
+    absent), for readers that stream the interactions (`recsys.training.ray_features`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a dataset folder")
+    root = _dataset_root(path)
+    if detect_format(root) != "generic":
+        raise DataError(f"{path}: not a generic dataset folder (interactions.csv or .parquet)")
+    return root, _one_of(root, "interactions"), _read_manifest(root)
+
+
+def coerce_interactions(table: pa.Table, where: str, only: tuple[str, ...] | None = None) -> pa.Table:
+    """An interactions table (a whole file or one block of it) with the contract's columns and types:
+    user_id, item_id (string), timestamp (int64 seconds), rating (float64, null when absent; only if present).
+    `only`: just these of the required columns (e.g. ("timestamp",))."""
+    cols = [c for c in _INTERACTION_COLS if only is None or c.name in only]
+    return _coerce_columns(table, where, cols, optional=[_RATING] if only is None else [])
+
+
+def read_catalogues(root: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The items and users catalogues of the generic folder `root` (None when a file is absent), as read by
+    `load_dataset` before ids only found in the interactions are added (`with_missing`)."""
     items = users = None
     items_path = _one_of(root, "items", required=False)
     if items_path is not None:
@@ -255,19 +294,7 @@ def _read_generic(root: Path) -> Dataset:
             table = _parquet_columns(users_path, [Col("user_id", "id")], keep_extra=True)
             locate = _parquet_rows(users_path)
         users = _users_frame(table, locate)
-    if manifest is not None:
-        name, meta = manifest["name"], dict(manifest.get("meta", {}))
-    else:
-        name, meta = root.name, {"source": "generic", "path": str(root)}
-    ds = _assemble(name, meta, inter, inter_path.name, items, users, sort=manifest is None)
-    if (root / EXPOSURES_FILE).exists():
-        ds.exposures = _read_exposures(root / EXPOSURES_FILE)
-        validate(ds)
-    if manifest is not None:
-        _check_counts(ds, manifest)
-    if (root / TRUTH_FILE).exists():
-        ds.meta["truth"] = GroundTruth.load(root / TRUTH_FILE)
-    return ds
+    return items, users
 
 
 def _read_manifest(root: Path) -> dict | None:
@@ -333,13 +360,17 @@ def _parquet_columns(path: Path, cols: list[Col], optional=(), keep_extra: bool 
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path.name}: not a readable Parquet file ({exc})") from exc
+    return _coerce_columns(table, path.name, cols, optional, keep_extra)
+
+
+def _coerce_columns(table: pa.Table, where: str, cols: list[Col], optional=(), keep_extra: bool = False) -> pa.Table:
     missing = [c.source for c in cols if c.source not in table.column_names]
     if missing:
-        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)} (found: {', '.join(table.column_names)})")
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(table.column_names)})")
     wanted = list(cols) + [c for c in optional if c.source in table.column_names]
     for col in wanted:
         index = table.column_names.index(col.source)
-        table = table.set_column(index, col.name, _coerce(table.column(index), col, path.name))
+        table = table.set_column(index, col.name, _coerce(table.column(index), col, where))
     if not keep_extra:
         table = table.select([c.name for c in wanted])
     return table
