@@ -5,10 +5,11 @@ The items changelog (`recsys.common.kafka.changelog`) feeds `CatalogChanges.appl
 change per item and:
 - hands the set of removed items to every request (`removed`: ANN answers, popularity fills and fallbacks skip
   them, whatever Milvus still holds);
-- upserts new and changed items into the active Milvus collection, embedded by the model's item tower from their
-  content (`recsys.model.item_encoder`; a model without one leaves them to the gateway's FRESH source), and
-  deletes removed ones; both batched (one call per up to 250 upserts / 1000 deletes every `interval_s`, resting
-  longer after a big round as `pace` says), and all again into a new collection when `recsys index` swaps one in.
+- has new and changed items upserted into the active Milvus collection, embedded by the model's item tower from
+  their content (`recsys.model.item_encoder`; a model without one leaves them to the gateway's FRESH source), and
+  removed ones deleted: by an `ItemWriter` (writer.py; in the service, a child process of lower CPU priority,
+  writer_child.py), one round of up to 250 upserts and every pending delete every `interval_s`, resting longer
+  after a big round as `pace` says, and all again into a new collection when `recsys index` swaps one in.
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge
 
-from recsys.candidates import schema
-from recsys.candidates.active import ActiveIndex, ServingVersion
+from recsys.candidates.active import ActiveIndex
+from recsys.candidates.writer import ItemWriter, MilvusWriter, WriteJob
 from recsys.common.kafka.changelog import deciding, is_available
 from recsys.common.pacing import DutyCycle
-from recsys.model.item_encoder import ItemEncoder, content_features
-from recsys.model.layout import BundleLayout
-from recsys.model.spec import feature_name
 from recsys.v1 import catalog_pb2
 
 log = logging.getLogger("recsys.candidates.changes")
@@ -35,7 +33,6 @@ APPLIED = Counter("recsys_candidates_item_changes_total", "Item changes applied,
 REMOVED = Gauge("recsys_candidates_removed_items", "Items deleted or unavailable, never served")
 MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items deleted from the active collection")
 MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
-DELETE_BATCH = 1000
 UPSERT_BATCH = 250  # items embedded and upserted per round (every interval_s, or longer: `pace`)
 
 
@@ -58,8 +55,10 @@ class Skip:
 class CatalogChanges:
     """The removed items and their deletion from Milvus; `apply` is the changelog follower's callback."""
 
-    def __init__(self, active: ActiveIndex, interval_s: float = 0.1, pace: DutyCycle | None = None) -> None:
+    def __init__(self, active: ActiveIndex, interval_s: float = 0.1, pace: DutyCycle | None = None,
+                 writer: ItemWriter | None = None) -> None:
         self.active = active
+        self.writer = writer or MilvusWriter(lambda: active.milvus.client)
         self.interval_s = interval_s
         self.pace = pace or DutyCycle(1.0)
         self.removed: frozenset[str] = frozenset()
@@ -68,7 +67,6 @@ class CatalogChanges:
         self._items: dict[str, catalog_pb2.Item] = {}  # the latest available upsert of each item
         self._pending_upserts: set[str] = set()
         self._deleted_in = ""  # the collection every removed item was deleted from (and every upsert went to)
-        self._encoders: dict[str, ItemEncoder | None] = {}  # by model folder
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -83,6 +81,7 @@ class CatalogChanges:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        self.writer.close()
 
     def apply(self, changes: Iterable[catalog_pb2.ItemChange]) -> None:
         """Apply changes in topic order: the latest change per item decides (older ones are ignored)."""
@@ -133,48 +132,16 @@ class CatalogChanges:
                 self._pending_upserts |= set(self._items)
             ids = sorted(self._pending)
             items = [self._items[i] for i in sorted(self._pending_upserts)[:UPSERT_BATCH]]
-        written = self._upsert(version, items)
-        for start in range(0, len(ids), DELETE_BATCH):
-            batch = ids[start:start + DELETE_BATCH]
-            self.active.milvus.client.delete(collection, ids=batch, timeout=10.0)
-            MILVUS_DELETES.inc(len(batch))
+        written = 0
+        if items or ids:  # raises when Milvus (or the writer) fails: everything stays pending
+            written = self.writer.write(WriteJob.of(collection, version.info.model_dir, version.info.genres, items,
+                                                    ids))
+        MILVUS_UPSERTS.inc(max(0, written - len(ids)))
+        MILVUS_DELETES.inc(len(ids))
         with self._lock:
             self._pending -= set(ids)
             self._pending_upserts -= {item.item_id for item in items}
             self._deleted_in = collection
             if self._pending_upserts:
                 self._wake.set()  # more next round
-        return written + len(ids)
-
-    def _encoder(self, version: ServingVersion) -> ItemEncoder | None:
-        folder = version.info.model_dir
-        if folder not in self._encoders:
-            path = BundleLayout(folder).item_tower
-            self._encoders[folder] = ItemEncoder.load(path) if path.exists() else None
-            if self._encoders[folder] is None:
-                log.warning("model has no item tower: new items are served by the gateway's FRESH source only",
-                            extra={"model_dir": folder})
-        return self._encoders[folder]
-
-    def _upsert(self, version: ServingVersion, items: list[catalog_pb2.Item]) -> int:
-        """Embed the items with the version's item tower and upsert them into its collection."""
-        encoder = self._encoder(version) if items else None
-        if encoder is None:
-            return 0
-        spec = version.spec
-        flags = [(schema.genre_field(i), feature_name(g))
-                 for i, g in enumerate(version.info.genres[:schema.MAX_GENRE_FIELDS])]
-        for start in range(0, len(items), UPSERT_BATCH):
-            batch = items[start:start + UPSERT_BATCH]
-            features = [content_features(spec, item.genres, dict(item.attributes)) for item in batch]
-            vectors = encoder.embed_batch([item.item_id for item in batch], features).tolist()
-            rows = []
-            for item, vector in zip(batch, vectors, strict=True):
-                mine = {feature_name(g) for g in item.genres}
-                row = {schema.ID_FIELD: item.item_id, schema.VECTOR_FIELD: vector,
-                       schema.AVAILABLE_FIELD: True, schema.POPULARITY_FIELD: 0.0}
-                row.update({field: name in mine for field, name in flags})
-                rows.append(row)
-            self.active.milvus.client.upsert(version.info.collection, rows, timeout=10.0)
-            MILVUS_UPSERTS.inc(len(rows))
-        return len(items)
+        return written

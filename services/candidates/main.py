@@ -10,7 +10,8 @@ from recsys.candidates.changes import CatalogChanges
 from recsys.candidates.milvus import Milvus, connect
 from recsys.candidates.server import create_server
 from recsys.candidates.service import Retriever
-from recsys.candidates.settings import CandidateSettings, MilvusTarget
+from recsys.candidates.settings import CandidateSettings, MilvusTarget, catalog_writer
+from recsys.candidates.writer_child import ChildWriter
 from recsys.common import config
 from recsys.common.breaker import Breaker
 from recsys.common.feature_client import FeatureClient
@@ -72,7 +73,9 @@ def build_service(port: int | None = None, target: MilvusTarget | None = None, f
         breaker=Breaker(threshold=3, cooldown_s=settings.breaker_cooldown_s),
         recent_limit=history_len,
     )
-    changes = CatalogChanges(active, pace=DutyCycle.from_env()).start()
+    where, nice = catalog_writer()
+    writer = ChildWriter(milvus.endpoint, nice).start() if where == "child" else None
+    changes = CatalogChanges(active, pace=DutyCycle.from_env(), writer=writer).start()
     follower = follow_items(changes) if follow else None
     retriever = Retriever(active, milvus, fetcher, settings.retrieval, breaker, changes=changes)
     server = create_server(retriever, ServerOptions.from_env(settings.port))

@@ -40,6 +40,13 @@ class Milvus:
             return MilvusClient(uri=uri, timeout=self.timeout_s)
         return MilvusClient(uri=self.target.uri, token=self.target.token, timeout=self.timeout_s)
 
+    def endpoint(self) -> tuple[str, str]:
+        """(uri, token) by which another process reaches this Milvus: for Lite, the socket of the server this
+        process started or joined (a helper process never opens the file itself)."""
+        if self.target.is_lite:
+            return lite.open_lite(self.target.uri), ""
+        return self.target.uri, self.target.token
+
     def reconnect(self) -> MilvusClient:
         """A fresh client; for a Lite file this process owns, the Lite child is restarted first."""
         with self._lock:

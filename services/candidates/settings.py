@@ -84,6 +84,26 @@ BREAKER_COOLDOWN_S = declare(
     "After repeated Milvus or feature-service failures, skip the dependency this long before probing again",
     "candidates",
 )
+CATALOG_WRITER = declare(
+    "RECSYS_CATALOG_WRITER",
+    "child",
+    "Where the candidate service embeds and writes catalogue changes into Milvus: child (a process of its own at "
+    "RECSYS_CATALOG_WRITER_NICE, so that a burst does not hold the serving threads' GIL) or inline (a thread)",
+    "candidates",
+)
+CATALOG_WRITER_NICE = declare(
+    "RECSYS_CATALOG_WRITER_NICE", 10, "CPU niceness (0-19) of the catalogue writer child process", "candidates"
+)
+
+
+def catalog_writer() -> tuple[str, int]:
+    """(child | inline, niceness) of the catalogue writer; ConfigError for anything else."""
+    where, nice = CATALOG_WRITER.str().strip().lower(), CATALOG_WRITER_NICE.int()
+    if where not in ("child", "inline"):
+        raise ConfigError(f"RECSYS_CATALOG_WRITER must be child or inline, not {where!r}")
+    if not 0 <= nice <= 19:
+        raise ConfigError(f"RECSYS_CATALOG_WRITER_NICE must be 0-19, not {nice}")
+    return where, nice
 
 
 def milvus_uri() -> str:

@@ -21,8 +21,10 @@ class FakeClient:
 
 
 def active(collection: str, client: FakeClient):
-    info = SimpleNamespace(collection=collection, model_dir="/nonexistent-model")  # no item tower: no upserts
-    return SimpleNamespace(current=SimpleNamespace(searchable=True, info=info), milvus=SimpleNamespace(client=client))
+    # no item tower: no upserts
+    info = SimpleNamespace(collection=collection, model_dir="/nonexistent-model", genres=[])
+    current = SimpleNamespace(searchable=True, info=info)
+    return SimpleNamespace(current=current, milvus=SimpleNamespace(client=client))
 
 
 def change(item_id: str, ts: int, kind: str) -> catalog_pb2.ItemChange:
