@@ -71,8 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_on_ray(ds, cfg, args: argparse.Namespace):
-    """train_all with the rankers (LightGBM, DCN-v2) on Ray Train (`--workers`, one CPU each; checkpoints under
-    <out>/.ray-checkpoints, removed once the version is written)."""
+    """train_all with the two-tower models and the rankers (LightGBM, DCN-v2) on Ray Train (`--workers`, one CPU
+    each; checkpoints under <out>/.ray-checkpoints, removed once the version is written)."""
     import shutil
 
     from recsys.training.pipeline import RayFit, train_all
@@ -176,9 +176,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="dataset folder (generic format or MovieLens)")
     train.add_argument("--out", required=True, help="model registry root (a new version folder is added)")
     train.add_argument("--no-publish", action="store_true", help="do not move the `latest` pointer")
-    train.add_argument("--workers", type=int, default=0, help="fit the rankers (LightGBM, DCN-v2) on Ray Train with "
-                       "this many workers (one CPU each; resumes from its last checkpoint when a worker dies); 0 = "
-                       "every model in this process")
+    train.add_argument("--workers", type=int, default=0, help="fit the two-tower models and the rankers "
+                       "(LightGBM, DCN-v2) on Ray Train with this many workers (one CPU each; each fit resumes from "
+                       "its last checkpoint when a worker dies; ALS stays in this process); 0 = every model in this "
+                       "process")
     train.add_argument("--ray-address", help="Ray cluster to join (default with --workers: a local Ray for the call)")
     _common(train)
     train.set_defaults(func=cmd_train)

@@ -219,19 +219,39 @@ class TwoStage:
         return idx[:, :k], val[:, :k]
 
 
-def fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool,
-                   init: TwoTowerModel | None = None) -> TwoTowerModel:
+@dataclass
+class RayFit:
+    """Fit on Ray Train: both two-tower models (`ray_two_tower`) and DCN-v2 on TorchTrainers, LightGBM on its
+    LightGBMTrainer, each in turn on `workers` one-CPU workers of the Ray the caller initialised
+    (`ray_cluster.ray_for`), checkpoints under `storage`."""
+
+    workers: int
+    storage: Path
+
+
+def two_tower_inputs(ds: Dataset, spec: FeatureSpec) -> tuple:
+    """`train_two_tower`'s data arguments for `ds`: users, items (IdIndex), user and item feature rows, and the
+    interactions as user rows, item rows, timestamps."""
     inter = ds.interactions
     items = IdIndex(ds.items["item_id"].astype(object))
     users = IdIndex(pd.unique(inter["user_id"].astype(object)))
     uf = build_user_features(ds, spec)
     uf_mat = uf.set_index(uf["user_id"].astype(object)).reindex(users.ids)[spec.user_features]
     if_mat = build_item_features(ds, spec)[spec.item_features]
-    return train_two_tower(
-        users, items, uf_mat.to_numpy(np.float32), if_mat.to_numpy(np.float32),
-        users.lookup(inter["user_id"]), items.lookup(inter["item_id"]), inter["timestamp"].to_numpy(),
-        cfg, progress, init,
-    )
+    return (users, items, uf_mat.to_numpy(np.float32), if_mat.to_numpy(np.float32), users.lookup(inter["user_id"]),
+            items.lookup(inter["item_id"]), inter["timestamp"].to_numpy())
+
+
+def fit_two_tower(ds: Dataset, spec: FeatureSpec, cfg: TwoTowerConfig, progress: bool,
+                  init: TwoTowerModel | None = None, ray_fit: RayFit | None = None,
+                  name: str = "two_tower") -> TwoTowerModel:
+    """The two-tower model of `ds`'s interactions (fine-tuned from `init` when given): in this process, or with
+    `ray_fit` on Ray Train (`ray_two_tower`, its checkpoints under `ray_fit.storage`/`name`)."""
+    if ray_fit is None:
+        return train_two_tower(*two_tower_inputs(ds, spec), cfg, progress, init)
+    from recsys.training.ray_two_tower import train_two_tower_ray
+
+    return train_two_tower_ray(*two_tower_inputs(ds, spec), cfg, ray_fit.workers, ray_fit.storage, init, name)[0]
 
 
 def _provisional_bundle(ds: Dataset, spec: FeatureSpec, tt: TwoTowerModel) -> ModelBundle:
@@ -267,15 +287,6 @@ def label_window_examples(
         cand, positives, state.seen, cfg.n_hard, cfg.n_random, cfg.max_pos, rng, cfg.outside_positives,
         logged, cfg.max_exposed,
     )
-
-
-@dataclass
-class RayFit:
-    """Fit the rankers on Ray Train (LightGBM on its LightGBMTrainer, then DCN-v2 on a TorchTrainer): `workers`
-    one-CPU workers of the Ray the caller initialised (`ray_cluster.ray_for`), checkpoints under `storage`."""
-
-    workers: int
-    storage: Path
 
 
 def train_rankers(examples: RankingExamples, spec: FeatureSpec, cfg: TrainConfig, progress: bool,
@@ -327,7 +338,8 @@ def torch_threads(n: int) -> Iterator[None]:
 def train_all(ds: Dataset, cfg: TrainConfig | None = None, progress: bool = True,
               ray_fit: RayFit | None = None) -> tuple[ModelBundle, dict]:
     """Fit every model on `ds` (see the module docstring). Returns the bundle and per-step timings (s). With
-    `ray_fit`, the rankers (DCN-v2, LightGBM) are fit on Ray Train; the rest as without."""
+    `ray_fit`, the two-tower models (the history one and the final one) and the rankers (DCN-v2, LightGBM) are fit
+    on Ray Train, one after the other (no final-fit child); ALS and the rest as without."""
     cfg = cfg or TrainConfig()
     validate_dataset(ds)
     with determinism(cfg.seed, cfg.threads):
@@ -347,9 +359,11 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool, ray_fit: RayFit | 
     spec = build_feature_spec(ds)
     t0 = time.perf_counter()
     # the final retrieval model: in a child process beside everything else when that pays (`final_fit`); it
-    # continues from the one fit on the history when finetune_epochs > 0, so then it waits for that one
+    # continues from the one fit on the history when finetune_epochs > 0, so then it waits for that one; with
+    # `ray_fit` on Ray Train after the rankers (each fit takes every worker)
     child = None
-    if cfg.two_tower.finetune_epochs == 0 and in_child(cfg.threads, len(ds.interactions), cfg.final_fit_in_child):
+    if ray_fit is None and cfg.two_tower.finetune_epochs == 0 and in_child(
+            cfg.threads, len(ds.interactions), cfg.final_fit_in_child):
         child = FinalFit(ds, spec, cfg.two_tower, cfg.seed)
     try:
         mask = holdout_mask(ds.interactions, "temporal", cfg.label_frac)
@@ -357,7 +371,8 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool, ray_fit: RayFit | 
         labels = ds.interactions.loc[mask]
         hist_spec = spec_as_of(spec, hist_ds)
         with torch_threads(1 if child else cfg.threads):
-            tt_hist = fit_two_tower(hist_ds, hist_spec, cfg.two_tower, progress)
+            tt_hist = fit_two_tower(hist_ds, hist_spec, cfg.two_tower, progress, ray_fit=ray_fit,
+                                    name="two_tower_history")
         done("retrieval_for_ranker_examples", t0)
 
         t0 = time.perf_counter()
@@ -371,7 +386,7 @@ def _train_all(ds: Dataset, cfg: TrainConfig, progress: bool, ray_fit: RayFit | 
             tt = child.result()
         else:
             tt = fit_two_tower(ds, spec, cfg.two_tower, progress,
-                               tt_hist if cfg.two_tower.finetune_epochs > 0 else None)
+                               tt_hist if cfg.two_tower.finetune_epochs > 0 else None, ray_fit)
         done("two_tower", t0)
     finally:
         if child:

@@ -27,6 +27,7 @@ from recsys.model import layout
 from recsys.model.ids import IdIndex
 from recsys.model.user_encoder import UserEncoder
 from recsys.training import optim
+from recsys.training.two_tower_fit import batch_loss, training_data
 
 
 @dataclass
@@ -71,30 +72,10 @@ class TwoTowerNet(nn.Module):
     def item_vec(self, iidx: torch.Tensor, ifeat: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item_mlp(torch.cat([self.item_emb(iidx), ifeat], dim=1)), dim=1)
 
-
-def _standardise(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = mat.mean(axis=0) if len(mat) else np.zeros(mat.shape[1])
-    std = mat.std(axis=0) if len(mat) else np.ones(mat.shape[1])
-    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
-
-
-def history_examples(
-    user_rows: np.ndarray, item_rows: np.ndarray, timestamps: np.ndarray, history_len: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training pairs in time order: (user row, item row, the user's previous `history_len` item rows).
-
-    Rows are 1-based (0 = padding). Returns users (N,), items (N,), history (N, history_len) oldest first,
-    right-aligned.
-    """
-    order = np.lexsort((np.arange(len(user_rows)), timestamps, user_rows))
-    users, items = user_rows[order], item_rows[order]
-    hist = np.zeros((len(users), history_len), dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-    pos = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-    for lag in range(1, history_len + 1):
-        ok = pos >= lag
-        hist[ok, history_len - lag] = items[np.flatnonzero(ok) - lag]
-    return users, items, hist
+    def forward(self, uidx: torch.Tensor, ufeat: torch.Tensor, hist: torch.Tensor, iidx: torch.Tensor,
+                ifeat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors, item vectors) of a batch of pairs: one call, so that DDP can wrap the training step."""
+        return self.user_vec(uidx, ufeat, hist), self.item_vec(iidx, ifeat)
 
 
 class TwoTowerModel:
@@ -179,6 +160,17 @@ def _start_from(net: TwoTowerNet, init: TwoTowerModel, users: IdIndex, items: Id
         table.weight[torch.from_numpy(known + 1)] = old_table.weight[torch.from_numpy(old_rows[known] + 1)]
 
 
+def new_net(users: IdIndex, items: IdIndex, n_user_feats: int, n_item_feats: int, cfg: TwoTowerConfig,
+            init: TwoTowerModel | None = None) -> tuple[TwoTowerNet, int]:
+    """The net a fit starts from, initialised from `cfg.seed` (and `init`'s weights when given), and its epochs."""
+    torch.manual_seed(cfg.seed)
+    net = TwoTowerNet(len(users), len(items), n_user_feats, n_item_feats, cfg)
+    if init is None:
+        return net, cfg.epochs
+    _start_from(net, init, users, items)
+    return net, cfg.finetune_epochs
+
+
 def train_two_tower(
     users: IdIndex,
     items: IdIndex,
@@ -199,52 +191,25 @@ def train_two_tower(
     """
     if len(user_rows) == 0:
         raise ValueError("no interactions to train the two-tower model on")
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    if init is not None:
-        user_stats, item_stats = (init.user_mean, init.user_std), (init.item_mean, init.item_std)
-    else:
-        user_stats, item_stats = _standardise(user_feats), _standardise(item_feats)
-    uf = np.vstack([np.zeros((1, user_feats.shape[1])), (user_feats - user_stats[0]) / user_stats[1]])
-    itf = ((item_feats - item_stats[0]) / item_stats[1]).astype(np.float32)
-    itf_padded = np.vstack([np.zeros((1, item_feats.shape[1])), itf])
-    uf_t = torch.from_numpy(uf.astype(np.float32))
-    if_t = torch.from_numpy(itf_padded.astype(np.float32))
-
-    u, it, hist = history_examples(user_rows + 1, item_rows + 1, timestamps, cfg.history_len)
-    counts = np.bincount(it, minlength=len(items) + 1).astype(np.float64)
-    log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32))
-
-    net = TwoTowerNet(len(users), len(items), user_feats.shape[1], item_feats.shape[1], cfg)
-    epochs = cfg.epochs
-    if init is not None:
-        _start_from(net, init, users, items)
-        epochs = cfg.finetune_epochs
+    data = training_data(len(items), user_feats, item_feats, user_rows, item_rows, timestamps, cfg.history_len,
+                         None if init is None else ((init.user_mean, init.user_std), (init.item_mean, init.item_std)))
+    net, epochs = new_net(users, items, user_feats.shape[1], item_feats.shape[1], cfg, init)
     opt = optim.adam(net.parameters(), cfg.lr, cfg.weight_decay)
-    n = len(u)
+    n = len(data)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     total = epochs * steps
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
     bar = tqdm(total=total, desc="two-tower", unit="batch", disable=not progress, leave=False)
-    u_t, i_t, h_t = torch.from_numpy(u), torch.from_numpy(it), torch.from_numpy(hist)
     for epoch in range(epochs):
         net.train()
         perm = torch.from_numpy(rng.permutation(n))
         running = 0.0
         for s in range(steps):
             b = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            bu, bi, bh = u_t[b], i_t[b], h_t[b]
-            drop_u = torch.from_numpy(rng.random(len(b)) < cfg.id_dropout)
-            drop_i = torch.from_numpy(rng.random(len(b)) < cfg.id_dropout / 2)
-            uv = net.user_vec(torch.where(drop_u, 0, bu), uf_t[bu], bh)
-            iv = net.item_vec(torch.where(drop_i, 0, bi), if_t[bi])
-            logits = uv @ iv.T / cfg.temperature - log_q[bi][None, :]
-            same = bi[:, None] == bi[None, :]
-            same.fill_diagonal_(False)
-            logits = logits.masked_fill(same, float("-inf"))
-            loss = F.cross_entropy(logits, torch.arange(len(b)))
+            loss = batch_loss(net, data, b, rng, cfg.id_dropout, cfg.temperature)
             running += optim.step(loss, opt, sched, bar)
         bar.set_postfix(epoch=epoch + 1, loss=f"{running / steps:.3f}")
     bar.close()
     net.eval()
-    return TwoTowerModel(net, users, items, cfg, user_stats, item_stats, itf)
+    return TwoTowerModel(net, users, items, cfg, data.user_stats, data.item_stats, data.itf)
