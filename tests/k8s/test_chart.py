@@ -193,6 +193,27 @@ def test_network_policies_and_disruption_budgets_select_their_pods(cluster: K8sC
         assert pdb["status"]["expectedPods"] == len(_selected(cluster, ns, pdb["spec"]["selector"]))
 
 
+def test_ray_jobs_are_admitted_by_the_kuberay_crd(cluster: K8sCluster, release: dict):
+    """The train and batch-recommend jobs as KubeRay RayJobs (jobs.rayJobs): rendered with both definitions on and
+    created in the release's namespace, the real API server admits them against the vendored KubeRay CRD, spec
+    intact. No KubeRay operator runs here, so they are created, not run; they are deleted again after."""
+    ns = release["namespace"]
+    sets = [f"--set=jobs.rayJobs.definitions.{name}.enabled=true" for name in ("train", "batch-recommend")]
+    rendered = helm(cluster, "template", RELEASE, str(CHART), "-n", ns, *VARIANTS[release["variant"]], *sets,
+                    "--show-only", "templates/rayjobs.yaml")
+    created = cluster.run_kubectl("create", "-n", ns, "-f", "-", "-o", "name", input=rendered).stdout.split()
+    try:
+        assert sum(name.startswith("rayjob") for name in created) == 2, created  # (and their NetworkPolicy)
+        jobs = {j["metadata"]["labels"]["recsys.io/job"]: j for j in get(cluster, "rayjobs", "-n", ns)}
+        assert set(jobs) == {"train", "batch-recommend"}
+        assert jobs["train"]["spec"]["entrypoint"].startswith('recsys "train" ')
+        assert "--ray-address auto --workers 2" in jobs["train"]["spec"]["entrypoint"]
+        workers = jobs["batch-recommend"]["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+        assert workers["replicas"] == 2 and workers["template"]["spec"]["containers"][0]["image"]
+    finally:
+        cluster.run_kubectl("delete", "-n", ns, "--wait=false", *created, check=False)
+
+
 def test_upgrade_rolls_the_gateway_and_rollback_restores_it(cluster: K8sCluster, release: dict):
     ns = release["namespace"]
     gateway = next(d for d in get(cluster, "deployments", "-n", ns)

@@ -50,6 +50,8 @@ def test_query_shards_keep_queries_whole_and_rows_balanced():
     assert [b - a for a, b, _, _ in query_shards(sizes, 2)] == [39, 61]  # the cut nearest half the rows (50)
 
 
+# make test-slow (16 s): LightGBM on Ray Train runs in make test through test_ray_dcn.py's CLI test
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_workers_rank_held_out_queries_as_well_as_one_process(tmp_path):
     x, y, group = _queries(2000, seed=0)

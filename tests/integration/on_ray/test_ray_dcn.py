@@ -26,6 +26,9 @@ def _examples(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
 
 
+# make test-slow (36 s): make test keeps `make test` within its time; the same kill-and-resume mechanism runs there in
+# test_ray_two_tower.py, and DCN-v2 on Ray Train in the CLI test below
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_workers_match_one_process_and_resume_after_a_worker_dies(tmp_path):
     # The kill comes from inside the worker, after `ray.train.get_all_reported_checkpoints(COMMITTED)` returned: a
