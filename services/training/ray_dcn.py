@@ -13,8 +13,6 @@ tell how it was trained.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +21,7 @@ import torch
 from recsys.model.rankers.dcn import DCNConfig, DCNRanker, DCNv2
 from recsys.training.dcn import flushed_denormals, new_ranker
 from recsys.training.examples import normalized_weights
-
-STATE_FILE = "state.pt"
-
-#: called on every worker with (rank, epoch, resumed_at) once the epoch's checkpoint is registered
-AfterCheckpoint = Callable[[int, int, int], None]
+from recsys.training.ray_epochs import AfterCheckpoint, end_epoch, final_state, resume
 
 
 def _worker_loop(config: dict) -> None:
@@ -49,15 +43,7 @@ def _worker_loop(config: dict) -> None:
     steps = max(1, n // batch)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs, pct_start=0.1)
-    start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["epoch"] + 1
+    start = resume(net, opt, sched)
     model = ray.train.torch.prepare_model(net)
     with flushed_denormals():
         for epoch in range(start, cfg.epochs):
@@ -75,18 +61,7 @@ def _worker_loop(config: dict) -> None:
                 sched.step()
                 total += float(loss.detach())
             metrics = {"epoch": epoch, "loss": total / steps, "resumed_at": start}
-            if rank == 0:
-                with tempfile.TemporaryDirectory() as folder:
-                    torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                "epoch": epoch}, Path(folder) / STATE_FILE)
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-            else:
-                ray.train.report(metrics)
-            if after_checkpoint is not None:
-                # blocks until the controller has registered every report so far, this epoch's checkpoint included
-                ray.train.get_all_reported_checkpoints(
-                    consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-                after_checkpoint(rank, epoch, start)
+            end_epoch(metrics, epoch, rank, net, opt, sched, after_checkpoint)
 
 
 def train_dcn_ray(
@@ -116,8 +91,6 @@ def train_dcn_ray(
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     result = trainer.fit()
-    with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-    ranker.net.load_state_dict(state["model"])
+    ranker.net.load_state_dict(final_state(result.checkpoint))
     ranker.net.eval()
     return ranker, dict(result.metrics or {})

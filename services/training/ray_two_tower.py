@@ -25,7 +25,6 @@ so the export and serving cannot tell how it was trained.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm
 
 from recsys.model.ids import IdIndex
 from recsys.training import optim
-from recsys.training.ray_dcn import STATE_FILE, AfterCheckpoint
+from recsys.training.ray_epochs import AfterCheckpoint, end_epoch, final_state, resume
 from recsys.training.two_tower import TwoTowerConfig, TwoTowerModel, TwoTowerNet, new_net
 from recsys.training.two_tower_fit import TrainingData, batch_loss, training_data
 
@@ -56,15 +55,7 @@ def _worker_loop(config: dict) -> None:
     steps = n // batch
     opt = optim.adam(net.parameters(), cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * epochs, pct_start=0.1)
-    start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = state["epoch"] + 1
+    start = resume(net, opt, sched)
     model = ray.train.torch.prepare_model(net)
     bar = tqdm(disable=True)
     for epoch in range(start, epochs):
@@ -76,17 +67,7 @@ def _worker_loop(config: dict) -> None:
             b = perm[s * batch:(s + 1) * batch][rank::world]
             total += optim.step(batch_loss(model, data, b, rng, cfg.id_dropout, cfg.temperature), opt, sched, bar)
         metrics = {"epoch": epoch, "loss": total / steps, "resumed_at": start, "epoch_s": time.perf_counter() - t0}
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                            "epoch": epoch}, Path(folder) / STATE_FILE)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        else:
-            ray.train.report(metrics)
-        if after_checkpoint is not None:
-            # blocks until the controller has registered every report so far, this epoch's checkpoint included
-            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-            after_checkpoint(rank, epoch, start)
+        end_epoch(metrics, epoch, rank, net, opt, sched, after_checkpoint)
 
 
 def train_two_tower_ray(
@@ -123,8 +104,7 @@ def train_two_tower_ray(
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
         result = trainer.fit()
-        with result.checkpoint.as_directory() as folder:
-            net.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False)["model"])
+        net.load_state_dict(final_state(result.checkpoint))
         metrics = dict(result.metrics or {})
     net.eval()
     return TwoTowerModel(net, users, items, cfg, data.user_stats, data.item_stats, data.itf), metrics
