@@ -23,8 +23,8 @@ import pyarrow as pa
 from recsys.common.errors import CliError
 from recsys.model.bundle import load_bundle
 from recsys.training.data.schema import Dataset
-from recsys.training.pipeline import TwoStage, UserState, recommend_rows
 from recsys.training.ray_cluster import ray_for
+from recsys.training.two_stage import TwoStage, UserState, recommend_rows
 
 FORMATS = ("csv", "parquet")
 

@@ -107,7 +107,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_batch_recommend(args: argparse.Namespace) -> int:
     from recsys.model.bundle import load_bundle
     from recsys.model.registry import RegistryError, resolve_model_dir
-    from recsys.training.pipeline import batch_recommend, validate_dataset
+    from recsys.training.pipeline import validate_dataset
+    from recsys.training.two_stage import batch_recommend
 
     if args.k < 1:
         raise CliError(f"--k must be at least 1, got {args.k}")

@@ -22,8 +22,9 @@ from recsys.training.baselines import EASE, Popularity, PureSVD
 from recsys.training.data.schema import Dataset
 from recsys.training.examples import build_examples
 from recsys.training.matrix import InteractionMatrix, recommend_top_k
-from recsys.training.pipeline import TrainConfig, TwoStage, train_all, validate_dataset
+from recsys.training.pipeline import TrainConfig, train_all, validate_dataset
 from recsys.training.split import split_dataset
+from recsys.training.two_stage import TwoStage
 
 KS = (10, 20, 50, 100, 300)
 EASE_MAX_ITEMS = 20_000

@@ -33,7 +33,8 @@ from recsys.model.inputs import ranking_inputs_batch
 from recsys.model.rankers import folder_of
 from recsys.training.evaluate import classification_metrics, topk_metrics
 from recsys.training.matrix import InteractionMatrix, batches
-from recsys.training.pipeline import DatasetError, TrainConfig, TwoStage, UserState
+from recsys.training.pipeline import DatasetError, TrainConfig
+from recsys.training.two_stage import TwoStage, UserState
 from recsys.training.window import HeldOutWindow
 
 SCORE_BATCH = 100_000  # ranking-input rows scored at once

@@ -18,7 +18,7 @@ from recsys.model.bundle import ModelBundle
 from recsys.model.inputs import ranking_inputs_batch
 from recsys.training.data.schema import Dataset
 from recsys.training.ope.logged import LoggedLists
-from recsys.training.pipeline import TwoStage
+from recsys.training.two_stage import TwoStage
 
 SCORE_BATCH = 50_000  # (list, pool item) rows scored at once
 

@@ -19,10 +19,11 @@ from recsys.training import metrics as M
 from recsys.training.data.synthetic import generate
 from recsys.training.features import build_feature_spec
 from recsys.training.matrix import InteractionMatrix, top_k
-from recsys.training.pipeline import two_tower_inputs, user_state
+from recsys.training.pipeline import two_tower_inputs
 from recsys.training.ray_cluster import ray_for
 from recsys.training.ray_two_tower import train_two_tower_ray
 from recsys.training.split import split_dataset
+from recsys.training.two_stage import user_state
 from recsys.training.two_tower import TwoTowerConfig, train_two_tower
 
 #: Recall@20 the Ray fit may lose against the single-process one (8 measured pairs, 2 to 4 workers: within 0.006)
