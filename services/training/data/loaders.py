@@ -570,16 +570,21 @@ def save_dataset(ds: Dataset, out_dir: str | os.PathLike, overwrite: bool = Fals
             _write_parquet(ds.exposures, tmp / EXPOSURES_FILE)
         if isinstance(truth, GroundTruth):
             truth.save(tmp / TRUTH_FILE)
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "name": ds.name,
-            "meta": meta,
-            "counts": _counts(ds),
-            "files": sorted(p.name for p in tmp.iterdir()),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_manifest(tmp, ds.name, meta, _counts(ds))
     return out
+
+
+def write_manifest(folder: Path, name: str, meta: dict, counts: dict[str, int]) -> None:
+    """`dataset.json` of a dataset folder: format, name, meta, counts and the files beside it."""
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": name,
+        "meta": meta,
+        "counts": counts,
+        "files": sorted(p.name for p in folder.iterdir()),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -27,7 +27,6 @@ chunk, which changes only which candidates are drawn, not the sampled model; sig
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -39,14 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from recsys.training.data.loaders import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    TRUTH_FILE,
-    _write_parquet,
-    atomic_directory,
-)
+from recsys.training.data.loaders import TRUTH_FILE, _write_parquet, atomic_directory, write_manifest
 from recsys.training.data.synthetic import (
     SyntheticConfig,
     _activity,
@@ -113,15 +105,8 @@ def generate_to_folder(
         _write_parquet(base.items, tmp / "items.parquet")
         _write_parquet(base.users, tmp / "users.parquet")
         truth.save(tmp / TRUTH_FILE)
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "name": base.name,
-            "meta": meta,
-            "counts": {"interactions": cfg.n_interactions, "items": len(base.items), "users": len(base.users)},
-            "files": sorted(p.name for p in tmp.iterdir()),  # as save_dataset: the manifest not included
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_manifest(tmp, base.name, meta, {"interactions": cfg.n_interactions, "items": len(base.items),
+                                              "users": len(base.users)})
     return Path(out)
 
 
