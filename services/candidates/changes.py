@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge
 
 from recsys.candidates.active import ActiveIndex
-from recsys.candidates.writer import ItemWriter, MilvusWriter, WriteJob
+from recsys.candidates.writer import UPSERT_BATCH, ItemWriter, MilvusWriter, WriteJob
 from recsys.common.kafka.changelog import deciding, is_available
 from recsys.common.pacing import DutyCycle
 from recsys.v1 import catalog_pb2
@@ -33,7 +33,6 @@ APPLIED = Counter("recsys_candidates_item_changes_total", "Item changes applied,
 REMOVED = Gauge("recsys_candidates_removed_items", "Items deleted or unavailable, never served")
 MILVUS_DELETES = Counter("recsys_candidates_milvus_deletes_total", "Items deleted from the active collection")
 MILVUS_UPSERTS = Counter("recsys_candidates_milvus_upserts_total", "Items embedded and upserted into the collection")
-UPSERT_BATCH = 250  # items embedded and upserted per round (every interval_s, or longer: `pace`)
 
 
 class Skip:
@@ -131,6 +130,7 @@ class CatalogChanges:
                 self._pending |= set(self.removed)
                 self._pending_upserts |= set(self._items)
             ids = sorted(self._pending)
+            # one writer call's worth of upserts per round (every interval_s, or longer: `pace`)
             items = [self._items[i] for i in sorted(self._pending_upserts)[:UPSERT_BATCH]]
         written = 0
         if items or ids:  # raises when Milvus (or the writer) fails: everything stays pending
